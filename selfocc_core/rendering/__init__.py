@@ -1,0 +1,1 @@
+"""Ray sampling and NeuS-style volume rendering of an SDF field."""

@@ -1,0 +1,71 @@
+"""Typed containers passed between ray generation, the field, the renderer and the losses.
+
+All tensors are in the ego frame of the *input* frame (the frame the scene representation
+was lifted from). Shapes: B batch, R rays, S samples per ray, C semantic classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from torch import Tensor
+
+
+@dataclass
+class RayBundle:
+    """Rays cast from the pixels of one (anchor) frame's cameras.
+
+    origins:      [B, R, 3] ray origins (camera centres)
+    directions:   [B, R, 3] unit directions
+    z_per_unit:   [B, R] camera z-depth per metre along the ray (depth = t * z_per_unit)
+    near, far:    [B, R] ray interval clipped to the scene box
+    camera_index: [B, R] long, which camera of the anchor frame each ray comes from
+    pixels:       [B, R, 2] (u, v) pixel coordinates in that camera's image
+    """
+
+    origins: Tensor
+    directions: Tensor
+    z_per_unit: Tensor
+    near: Tensor
+    far: Tensor
+    camera_index: Tensor
+    pixels: Tensor
+
+
+@dataclass
+class FieldOutputs:
+    """What the field returns for query points [B, ..., 3].
+
+    sdf:       [B, ...] signed distance in metres (negative inside)
+    rgb:       [B, ..., 3] in [0, 1]
+    semantics: [B, ..., C] logits, or None when the model has no semantic head
+    """
+
+    sdf: Tensor
+    rgb: Tensor
+    semantics: Optional[Tensor] = None
+
+
+@dataclass
+class RenderOutputs:
+    """NeuS rendering of a RayBundle.
+
+    t:            [B, R, S] sample distances along each ray
+    sdf:          [B, R, S]
+    weights:      [B, R, S] rendering weights (sum <= 1 per ray)
+    distance:     [B, R] expected distance along the ray
+    depth:        [B, R] expected camera z-depth (distance * z_per_unit)
+    rgb:          [B, R, 3]
+    semantics:    [B, R, C] or None
+    accumulation: [B, R] sum of weights
+    """
+
+    t: Tensor
+    sdf: Tensor
+    weights: Tensor
+    distance: Tensor
+    depth: Tensor
+    rgb: Tensor
+    accumulation: Tensor
+    semantics: Optional[Tensor] = None

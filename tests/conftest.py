@@ -1,0 +1,26 @@
+"""Shared fixtures. Real driving snippets are read from ../shared/data/real (never copied here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _real_data_dir() -> Path:
+    env = os.environ.get("SELFOCC_REAL_DATA")
+    if env:
+        return Path(env)
+    return REPO_ROOT.parent / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """`../shared/data/real` (or $SELFOCC_REAL_DATA). A missing folder is a failure, not a skip."""
+    path = _real_data_dir()
+    if not (path / "README.md").is_file():
+        pytest.fail(f"real data snippets not found at {path} (set SELFOCC_REAL_DATA)")
+    return path
