@@ -1,0 +1,103 @@
+"""Depth metrics (Eigen et al. / monodepth2 protocol).
+
+For each image, pixels with ``min_depth < gt < max_depth`` are scored; predictions are
+optionally median-scaled (``pred *= median(gt) / median(pred)``, for scale-ambiguous
+monocular methods), then clamped to ``[min_depth, max_depth]``. Per image:
+
+- AbsRel  = mean(|gt - pred| / gt)
+- SqRel   = mean((gt - pred)^2 / gt)
+- RMSE    = sqrt(mean((gt - pred)^2))
+- RMSElog = sqrt(mean((log gt - log pred)^2))
+- delta_k = fraction of pixels with max(gt / pred, pred / gt) < 1.25^k, k = 1, 2, 3
+
+Dataset numbers are the mean over images (as monodepth2 and SceneRF report them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+
+
+@dataclass(frozen=True)
+class DepthEvalConfig:
+    """How depth maps are scored."""
+
+    min_depth: float = 0.1
+    """GT below this (metres) is ignored; predictions are clamped up to it."""
+    max_depth: float = 80.0
+    """GT at or above this (metres) is ignored (the 80 m cap); predictions are clamped down to it."""
+    median_scaling: bool = False
+    """Scale each prediction by median(gt) / median(pred) over the valid pixels first."""
+
+
+def _np(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def depth_errors(pred, gt, cfg: DepthEvalConfig | None = None) -> dict | None:
+    """Metrics of one depth map ``pred [H, W]`` against ``gt [H, W]`` (0 = no GT).
+
+    Returns a dict over `METRIC_NAMES` plus ``num_pixels``, or None when no pixel is valid.
+    """
+    cfg = cfg or DepthEvalConfig()
+    pred, gt = _np(pred), _np(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"depth_errors: pred {pred.shape} and gt {gt.shape} differ in shape")
+    valid = (gt > cfg.min_depth) & (gt < cfg.max_depth) & np.isfinite(gt) & np.isfinite(pred)
+    if not valid.any():
+        return None
+    p, g = pred[valid], gt[valid]
+    if cfg.median_scaling:
+        med = np.median(p)
+        if med > 0:
+            p = p * (np.median(g) / med)
+    p = np.clip(p, cfg.min_depth, cfg.max_depth)
+    thresh = np.maximum(g / p, p / g)
+    return {
+        "abs_rel": float(np.mean(np.abs(g - p) / g)),
+        "sq_rel": float(np.mean((g - p) ** 2 / g)),
+        "rmse": float(np.sqrt(np.mean((g - p) ** 2))),
+        "rmse_log": float(np.sqrt(np.mean((np.log(g) - np.log(p)) ** 2))),
+        "a1": float(np.mean(thresh < 1.25)),
+        "a2": float(np.mean(thresh < 1.25**2)),
+        "a3": float(np.mean(thresh < 1.25**3)),
+        "num_pixels": int(valid.sum()),
+    }
+
+
+class DepthMetrics:
+    """Mean of per-image depth metrics over a split.
+
+    ``update(pred, gt)`` takes one map ``[H, W]`` or a stack ``[..., H, W]`` (each map is one image).
+    """
+
+    def __init__(self, cfg: DepthEvalConfig | None = None):
+        self.cfg = cfg or DepthEvalConfig()
+        self.sums = {k: 0.0 for k in METRIC_NAMES}
+        self.num_images = 0
+
+    def update(self, pred, gt) -> None:
+        pred, gt = _np(pred), _np(gt)
+        if pred.shape != gt.shape:
+            raise ValueError(f"DepthMetrics.update: pred {pred.shape} and gt {gt.shape} differ in shape")
+        H, W = gt.shape[-2:]
+        for p, g in zip(pred.reshape(-1, H, W), gt.reshape(-1, H, W)):
+            err = depth_errors(p, g, self.cfg)
+            if err is None:
+                continue
+            for k in METRIC_NAMES:
+                self.sums[k] += err[k]
+            self.num_images += 1
+
+    def compute(self) -> dict:
+        """Means over images with any valid pixel; NaN when there were none."""
+        n = self.num_images
+        out = {k: (v / n if n else float("nan")) for k, v in self.sums.items()}
+        out["num_images"] = n
+        return out
