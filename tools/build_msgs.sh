@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Build msg/ interface packages (selfocc_msgs, tf2_msgs stand-in) without an apt ROS 2 install
+# and print the environment to use them:   eval "$(bash tools/build_msgs.sh)"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec python tools/build_msgs.py --print-env "$@"
