@@ -1,0 +1,63 @@
+"""Loss configuration: the weight of every term and the self-supervision settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    reprojection_weight: float = 1.0
+    """Weight of the reprojection (photometric) loss."""
+    reprojection_mode: Literal["mvs", "rendered_depth"] = "mvs"
+    """'mvs': every ray sample is a depth proposal, errors averaged with the rendering weights
+    (SelfOcc); 'rendered_depth': warp with the rendered depth only (Monodepth2)."""
+    ssim_alpha: float = 0.85
+    """Photometric error = alpha * (1 - SSIM) / 2 + (1 - alpha) * L1."""
+    automask: bool = True
+    """Monodepth2 auto-masking: drop rays whose identity (unwarped) loss is lower."""
+    source_cameras: Literal["all", "same"] = "all"
+    """Where a proposal is looked up in a source frame: 'same' camera as the anchor ray only,
+    or 'all' cameras (same camera preferred, else the first camera it lands inside)."""
+    min_valid_weight: float = 0.5
+    """A ray counts for a source frame only if this fraction of its rendering weight projects
+    inside the source images."""
+    rgb_weight: float = 0.1
+    """L1 between rendered colour and pixel colour."""
+    eikonal_weight: float = 0.1
+    """(|grad sdf| - 1)^2 at ray samples."""
+    eikonal_points: int = 4096
+    """Ray samples (drawn at random) where the SDF gradient is evaluated."""
+    hessian_weight: float = 0.01
+    """Second-derivative magnitude of the SDF at ray samples."""
+    hessian_points: int = 1024
+    """Ray samples where the Hessian is evaluated."""
+    sparsity_weight: float = 0.0
+    """exp(-tau * |sdf|) at uniformly random points in the scene box."""
+    sparsity_tau: float = 5.0
+    """tau of the sparsity term (1/m)."""
+    sparsity_points: int = 4096
+    """Random points for the sparsity term."""
+    smoothness_weight: float = 0.0
+    """Edge-aware smoothness of the mean-normalised ray-grid depth image."""
+    semantic_weight: float = 0.1
+    """Cross-entropy of rendered semantics vs the frame's 2D segmentor labels (used only when
+    the frame has seg_labels and the model has a semantic head)."""
+    anchor_current_prob: float = 0.333
+    """Probability of rendering the input frame itself (offset 0) as the anchor; otherwise an
+    adjacent frame is the anchor (its cameras expressed in the input frame's ego frame)."""
+    anchor_prev_prob: float = 0.5
+    """Given an adjacent anchor, the probability it is the previous (-1) rather than next (+1)."""
+
+    def __post_init__(self):
+        for name in ("reprojection_weight", "rgb_weight", "eikonal_weight", "hessian_weight",
+                     "sparsity_weight", "smoothness_weight", "semantic_weight", "sparsity_tau"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("ssim_alpha", "min_valid_weight", "anchor_current_prob", "anchor_prev_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"LossConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("eikonal_points", "hessian_points", "sparsity_points"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LossConfig.{name} must be >= 1, got {getattr(self, name)}")
