@@ -1,0 +1,435 @@
+"""ROS message <-> numpy conversions, without rclpy or cv_bridge.
+
+Readers take any object with the message's fields (duck typing), so they are testable with plain
+message instances and never touch DDS. Writers build sensor_msgs / visualization_msgs messages
+(imported lazily; those packages do not import rclpy).
+
+Every reader raises ``ConversionError`` (a ValueError) naming the topic/encoding/field at fault;
+the node turns it into a throttled warning and a diagnostics entry.
+
+Conventions: images come out as ``[H, W, 3] uint8 RGB``; depth as ``[H, W] float32`` metres;
+transforms as ``4x4 float64`` ``T_parent_child`` (ROS TransformStamped: header.frame_id is the
+parent, child_frame_id the child; quaternions are (x, y, z, w) on the wire).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from selfocc_core.classes import FREE_LABEL, OCC3D_CLASSES, OCC3D_COLORS
+from selfocc_core.geometry.transforms import matrix_to_quaternion, quaternion_to_matrix
+
+
+class ConversionError(ValueError):
+    """A message that cannot be converted (bad encoding, size, data length, corrupt payload)."""
+
+
+# encoding -> (channels, numpy dtype)
+_ENCODINGS = {
+    "rgb8": (3, np.uint8),
+    "bgr8": (3, np.uint8),
+    "rgba8": (4, np.uint8),
+    "bgra8": (4, np.uint8),
+    "mono8": (1, np.uint8),
+    "8UC1": (1, np.uint8),
+    "8UC3": (3, np.uint8),
+    "mono16": (1, np.uint16),
+    "16UC1": (1, np.uint16),
+    "32FC1": (1, np.float32),
+}
+COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3")
+DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+
+
+# ----------------------------------------------------------------------------- time
+
+
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time (sec, nanosec) -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int):
+    from builtin_interfaces.msg import Time
+
+    ns = int(ns)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def image_to_numpy(msg) -> np.ndarray:
+    """sensor_msgs/Image -> array ``[H, W]`` (1 channel) or ``[H, W, C]`` of the encoding's dtype.
+
+    Honours ``step`` (row padding) and ``is_bigendian``. Raises ConversionError on an unknown
+    encoding or a data length that does not match height/step.
+    """
+    enc = msg.encoding
+    if enc not in _ENCODINGS:
+        raise ConversionError(f"unsupported image encoding '{enc}' (supported: {', '.join(_ENCODINGS)})")
+    channels, dtype = _ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    itemsize = np.dtype(dtype).itemsize
+    row_bytes = w * channels * itemsize
+    if h <= 0 or w <= 0:
+        raise ConversionError(f"image has zero size {w}x{h}")
+    if step < row_bytes:
+        raise ConversionError(f"image step {step} < width*channels*bytes = {row_bytes} ({enc} {w}x{h})")
+    data = msg.data
+    buf = data if isinstance(data, (bytes, bytearray, memoryview)) else bytes(data)
+    if len(buf) != step * h:
+        raise ConversionError(f"image data has {len(buf)} bytes, expected step*height = {step}*{h} = {step * h} ({enc})")
+    rows = np.frombuffer(buf, dtype=np.uint8).reshape(h, step)[:, :row_bytes]
+    dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<") if itemsize > 1 else np.dtype(dtype)
+    arr = np.ascontiguousarray(rows).view(dt).reshape(h, w, channels)
+    arr = arr.astype(dtype, copy=False)  # native byte order
+    return arr[..., 0] if channels == 1 else arr
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/Image (colour or mono encoding) -> ``[H, W, 3] uint8`` RGB."""
+    if msg.encoding not in COLOR_ENCODINGS:
+        raise ConversionError(
+            f"image encoding '{msg.encoding}' is not a colour encoding (expected one of {', '.join(COLOR_ENCODINGS)})"
+        )
+    arr = image_to_numpy(msg)
+    enc = msg.encoding
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2)
+    if enc in ("bgr8", "bgra8"):
+        return np.ascontiguousarray(arr[..., 2::-1])
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def image_to_depth(msg) -> np.ndarray:
+    """Depth image (32FC1 metres, or 16UC1/mono16 millimetres as in REP 118) -> ``[H, W] float32`` m."""
+    if msg.encoding not in DEPTH_ENCODINGS:
+        raise ConversionError(f"depth encoding '{msg.encoding}' not in {DEPTH_ENCODINGS}")
+    arr = image_to_numpy(msg)
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 1000.0
+    return arr.astype(np.float32, copy=False)
+
+
+def compressed_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG/PNG) -> ``[H, W, 3] uint8`` RGB. Corrupt data -> ConversionError."""
+    from PIL import Image as PILImage
+
+    data = bytes(msg.data)
+    if not data:
+        raise ConversionError(f"compressed image (format '{msg.format}') has no data")
+    try:
+        with PILImage.open(io.BytesIO(data)) as im:
+            im.load()
+            rgb = np.asarray(im.convert("RGB"))
+    except Exception as e:  # PIL raises several types for corrupt/truncated input
+        raise ConversionError(f"corrupt compressed image (format '{msg.format}'): {e}") from e
+    return rgb
+
+
+def numpy_to_image(arr: np.ndarray, encoding: str, header=None):
+    """``[H, W]``/``[H, W, C]`` array -> sensor_msgs/Image (little-endian, no row padding)."""
+    from sensor_msgs.msg import Image
+
+    if encoding not in _ENCODINGS:
+        raise ConversionError(f"unsupported image encoding '{encoding}'")
+    channels, dtype = _ENCODINGS[encoding]
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] != channels:
+        raise ConversionError(f"array of shape {arr.shape} does not fit encoding {encoding} ({channels} channels)")
+    arr = np.ascontiguousarray(arr.astype(np.dtype(dtype).newbyteorder("<"), copy=False))
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(arr.shape[1] * arr.shape[2] * arr.dtype.itemsize)
+    msg.data = arr.tobytes()
+    return msg
+
+
+def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", header=None, quality: int = 95):
+    """``[H, W, 3] uint8`` RGB -> sensor_msgs/CompressedImage (format 'jpeg' or 'png')."""
+    from PIL import Image as PILImage
+    from sensor_msgs.msg import CompressedImage
+
+    buf = io.BytesIO()
+    im = PILImage.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    if fmt == "jpeg":
+        im.save(buf, format="JPEG", quality=quality)
+    elif fmt == "png":
+        im.save(buf, format="PNG")
+    else:
+        raise ConversionError(f"unsupported compressed format '{fmt}' (jpeg, png)")
+    msg = CompressedImage()
+    if header is not None:
+        msg.header = header
+    msg.format = fmt
+    msg.data = buf.getvalue()
+    return msg
+
+
+def depth_to_image(depth: np.ndarray, header=None):
+    """``[H, W]`` float depth in metres -> sensor_msgs/Image 32FC1 (REP 118)."""
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.ndim != 2:
+        raise ConversionError(f"depth must be [H, W], got {depth.shape}")
+    return numpy_to_image(depth, "32FC1", header)
+
+
+# ----------------------------------------------------------------------------- camera info
+
+
+def camera_info_to_K(msg) -> np.ndarray:
+    """sensor_msgs/CameraInfo -> 3x3 float64 intrinsics (row-major ``k``)."""
+    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1.0:
+        raise ConversionError(f"invalid CameraInfo.k {K.ravel().tolist()} (frame '{msg.header.frame_id}')")
+    return K
+
+
+def check_image_matches_info(image_hw: tuple[int, int], info, camera: str = "") -> None:
+    """Raise ConversionError when an image's (H, W) differs from CameraInfo (height, width)."""
+    h, w = image_hw
+    if (int(info.height), int(info.width)) != (h, w):
+        raise ConversionError(
+            f"camera '{camera}': image is {w}x{h} but camera_info says {info.width}x{info.height}"
+        )
+
+
+def make_camera_info(K: np.ndarray, height: int, width: int, header=None):
+    """3x3 K and image size -> sensor_msgs/CameraInfo (plumb_bob, no distortion, P = [K|0])."""
+    from sensor_msgs.msg import CameraInfo
+
+    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+    msg = CameraInfo()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(height), int(width)
+    msg.distortion_model = "plumb_bob"
+    msg.d = [0.0] * 5
+    msg.k = K.ravel().tolist()
+    msg.r = np.eye(3).ravel().tolist()
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    msg.p = P.ravel().tolist()
+    return msg
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def transform_to_matrix(transform) -> np.ndarray:
+    """geometry_msgs/Transform (or TransformStamped) -> 4x4 float64. NaN/Inf/zero quaternion -> ConversionError."""
+    tf = getattr(transform, "transform", transform)
+    t, q = tf.translation, tf.rotation
+    trans = np.array([t.x, t.y, t.z], dtype=np.float64)
+    quat_wxyz = np.array([q.w, q.x, q.y, q.z], dtype=np.float64)
+    if not (np.all(np.isfinite(trans)) and np.all(np.isfinite(quat_wxyz))):
+        raise ConversionError(f"non-finite transform: translation {trans.tolist()}, rotation (w,x,y,z) {quat_wxyz.tolist()}")
+    try:
+        R = quaternion_to_matrix(quat_wxyz)
+    except ValueError as e:
+        raise ConversionError(str(e)) from e
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = trans
+    return T
+
+
+def matrix_to_transform_stamped(T: np.ndarray, parent: str, child: str, stamp_ns: int = 0):
+    """4x4 ``T_parent_child`` -> geometry_msgs/TransformStamped (header.frame_id=parent)."""
+    from geometry_msgs.msg import TransformStamped
+
+    T = np.asarray(T, dtype=np.float64)
+    msg = TransformStamped()
+    msg.header.frame_id = parent
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.child_frame_id = child
+    msg.transform.translation.x, msg.transform.translation.y, msg.transform.translation.z = (float(v) for v in T[:3, 3])
+    w, x, y, z = matrix_to_quaternion(T[:3, :3])
+    msg.transform.rotation.x, msg.transform.rotation.y, msg.transform.rotation.z, msg.transform.rotation.w = (
+        float(x), float(y), float(z), float(w))
+    return msg
+
+
+# ----------------------------------------------------------------------------- occupancy outputs
+
+# PointCloud2 layout of ~/occupancy: x, y, z, confidence float32, label uint16, 2 bytes padding.
+OCC_POINT_DTYPE = np.dtype(
+    {"names": ["x", "y", "z", "confidence", "label"],
+     "formats": ["<f4", "<f4", "<f4", "<f4", "<u2"],
+     "offsets": [0, 4, 8, 12, 16], "itemsize": 20}
+)
+
+
+def occupied_points(labels: np.ndarray, confidence: np.ndarray | None, lower, voxel_size: float):
+    """Occupied voxels of a ``[X, Y, Z]`` label grid -> (xyz ``[M, 3]`` centres, labels ``[M]``, conf ``[M]``).
+
+    A voxel is occupied when its label != FREE_LABEL; order is C order over (i, j, k).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ConversionError(f"labels must be [X, Y, Z], got {labels.shape}")
+    ijk = np.argwhere(labels != FREE_LABEL)
+    xyz = np.asarray(lower, dtype=np.float64) + (ijk + 0.5) * float(voxel_size)
+    lab = labels[tuple(ijk.T)]
+    conf = np.ones(len(ijk), np.float32) if confidence is None else np.asarray(confidence, np.float32)[tuple(ijk.T)]
+    return xyz.astype(np.float32), lab, conf
+
+
+def make_occupancy_cloud(xyz: np.ndarray, labels: np.ndarray, confidence: np.ndarray, header):
+    """Voxel centres ``[M, 3]`` + labels ``[M]`` + confidence ``[M]`` -> sensor_msgs/PointCloud2."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    m = len(xyz)
+    if np.shape(xyz) != (m, 3) or len(labels) != m or len(confidence) != m:
+        raise ConversionError(f"cloud arrays disagree: xyz {np.shape(xyz)}, labels {len(labels)}, confidence {len(confidence)}")
+    pts = np.zeros(m, dtype=OCC_POINT_DTYPE)
+    pts["x"], pts["y"], pts["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    pts["confidence"] = confidence
+    pts["label"] = labels
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = 1, m
+    msg.fields = [
+        PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+        PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+        PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+        PointField(name="confidence", offset=12, datatype=PointField.FLOAT32, count=1),
+        PointField(name="label", offset=16, datatype=PointField.UINT16, count=1),
+    ]
+    msg.is_bigendian = False
+    msg.point_step = OCC_POINT_DTYPE.itemsize
+    msg.row_step = msg.point_step * m
+    msg.is_dense = True
+    msg.data = pts.tobytes()
+    return msg
+
+
+_POINTFIELD_DTYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
+
+
+def pointcloud2_to_array(msg) -> np.ndarray:
+    """sensor_msgs/PointCloud2 -> structured array ``[height*width]`` with one entry per field."""
+    end = ">" if msg.is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    for f in msg.fields:
+        if f.datatype not in _POINTFIELD_DTYPES:
+            raise ConversionError(f"PointField '{f.name}' has unknown datatype {f.datatype}")
+        names.append(f.name)
+        base = end + _POINTFIELD_DTYPES[f.datatype]
+        formats.append(base if f.count == 1 else (base, (f.count,)))
+        offsets.append(f.offset)
+    dt = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": msg.point_step})
+    n = msg.height * msg.width
+    buf = bytes(msg.data)
+    if len(buf) < n * msg.point_step:
+        raise ConversionError(f"PointCloud2 data has {len(buf)} bytes for {n} points of {msg.point_step}")
+    if msg.row_step != msg.width * msg.point_step:  # padded rows
+        rows = np.frombuffer(buf, np.uint8).reshape(msg.height, msg.row_step)[:, : msg.width * msg.point_step]
+        buf = rows.tobytes()
+    return np.frombuffer(buf, dtype=dt, count=n)
+
+
+def make_occupancy_markers(xyz: np.ndarray, labels: np.ndarray, voxel_size: float, header,
+                           ns_prefix: str = "occupancy", alpha: float = 1.0):
+    """Occupied voxels -> visualization_msgs/MarkerArray: DELETEALL, then one CUBE_LIST per class.
+
+    Each class is its own namespace (``occupancy/<class>``, id = class id) coloured with
+    OCC3D_COLORS, so RViz can toggle classes; cube size = voxel size.
+    """
+    from geometry_msgs.msg import Point
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    out = MarkerArray()
+    clear = Marker()
+    clear.header = header
+    clear.action = Marker.DELETEALL
+    out.markers.append(clear)
+    labels = np.asarray(labels)
+    for cls in np.unique(labels):
+        cls = int(cls)
+        if cls == FREE_LABEL:
+            continue
+        sel = xyz[labels == cls]
+        m = Marker()
+        m.header = header
+        m.ns = f"{ns_prefix}/{OCC3D_CLASSES[cls] if cls < len(OCC3D_CLASSES) else cls}"
+        m.id = cls
+        m.type = Marker.CUBE_LIST
+        m.action = Marker.ADD
+        m.pose.orientation.w = 1.0
+        m.scale.x = m.scale.y = m.scale.z = float(voxel_size)
+        rgb = OCC3D_COLORS[cls] if cls < len(OCC3D_COLORS) else np.array([128, 128, 128])
+        m.color.r, m.color.g, m.color.b = (float(c) / 255.0 for c in rgb)
+        m.color.a = float(alpha)
+        m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in sel]
+        out.markers.append(m)
+    return out
+
+
+@dataclass
+class GridArrays:
+    """The dense grid carried by selfocc_msgs/OccupancyGrid3D, as numpy (for tests and consumers).
+
+    labels: [X, Y, Z] uint8; confidence / sdf: [X, Y, Z] float32 or None; lower: (x, y, z) min corner.
+    """
+
+    labels: np.ndarray
+    confidence: np.ndarray | None
+    sdf: np.ndarray | None
+    lower: tuple[float, float, float]
+    resolution: float
+    frame_id: str
+    stamp_ns: int
+
+
+def fill_grid_msg(msg, labels: np.ndarray, lower, resolution: float, header,
+                  confidence: np.ndarray | None = None, sdf: np.ndarray | None = None):
+    """Fill an (empty) selfocc_msgs/OccupancyGrid3D instance from ``[X, Y, Z]`` arrays (C order)."""
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    if labels.ndim != 3:
+        raise ConversionError(f"labels must be [X, Y, Z], got {labels.shape}")
+    for name, arr in (("confidence", confidence), ("sdf", sdf)):
+        if arr is not None and np.shape(arr) != labels.shape:
+            raise ConversionError(f"{name} shape {np.shape(arr)} != labels shape {labels.shape}")
+    msg.header = header
+    msg.origin.position.x, msg.origin.position.y, msg.origin.position.z = (float(v) for v in lower)
+    msg.origin.orientation.w = 1.0
+    msg.resolution = float(resolution)
+    msg.size_x, msg.size_y, msg.size_z = (int(s) for s in labels.shape)
+    msg.labels = labels.tobytes()
+    # array('f') fields accept numpy float32 arrays directly (fast path in rosidl_generator_py).
+    msg.confidence = np.ascontiguousarray(confidence, np.float32).ravel() if confidence is not None else []
+    msg.sdf = np.ascontiguousarray(sdf, np.float32).ravel() if sdf is not None else []
+    msg.class_names = list(OCC3D_CLASSES)
+    return msg
+
+
+def grid_msg_to_arrays(msg) -> GridArrays:
+    """selfocc_msgs/OccupancyGrid3D -> GridArrays."""
+    shape = (int(msg.size_x), int(msg.size_y), int(msg.size_z))
+    n = shape[0] * shape[1] * shape[2]
+    labels = np.frombuffer(bytes(msg.labels), np.uint8) if not isinstance(msg.labels, np.ndarray) else msg.labels
+    if labels.size != n:
+        raise ConversionError(f"OccupancyGrid3D has {labels.size} labels for size {shape}")
+
+    def opt(a):
+        a = np.asarray(a, np.float32)
+        if a.size == 0:
+            return None
+        if a.size != n:
+            raise ConversionError(f"OccupancyGrid3D optional array has {a.size} values for size {shape}")
+        return a.reshape(shape)
+
+    p = msg.origin.position
+    return GridArrays(labels.reshape(shape).copy(), opt(msg.confidence), opt(msg.sdf), (p.x, p.y, p.z),
+                      float(msg.resolution), msg.header.frame_id, stamp_to_ns(msg.header.stamp))
