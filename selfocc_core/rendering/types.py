@@ -22,6 +22,9 @@ class RayBundle:
     near, far:    [B, R] ray interval clipped to the scene box
     camera_index: [B, R] long, which camera of the anchor frame each ray comes from
     pixels:       [B, R, 2] (u, v) pixel coordinates in that camera's image
+    valid:        optional [B, R] bool, the ray meets the scene box beyond the minimum near
+    grid_shape:   optional (h, w): rays form N images of h x w (R = N * h * w, camera-major,
+                  row-major), set by rendering.ray_sampler.generate_rays
     """
 
     origins: Tensor
@@ -31,6 +34,8 @@ class RayBundle:
     far: Tensor
     camera_index: Tensor
     pixels: Tensor
+    valid: Optional[Tensor] = None
+    grid_shape: Optional[tuple[int, int]] = None
 
 
 @dataclass
@@ -59,6 +64,9 @@ class RenderOutputs:
     rgb:          [B, R, 3]
     semantics:    [B, R, C] or None
     accumulation: [B, R] sum of weights
+    points:       optional [B, R, S, 3] sample positions (ego frame of the input frame)
+    gradients:    optional [B, R, S, 3] SDF gradients at the samples (for the eikonal loss)
+    deltas:       optional [B, R, S] length of ray each sample stands for
     """
 
     t: Tensor
@@ -69,3 +77,6 @@ class RenderOutputs:
     rgb: Tensor
     accumulation: Tensor
     semantics: Optional[Tensor] = None
+    points: Optional[Tensor] = None
+    gradients: Optional[Tensor] = None
+    deltas: Optional[Tensor] = None

@@ -1,0 +1,105 @@
+"""SelfOcc: multi-camera images -> 3D SDF/colour/semantic field -> NeuS rendering.
+
+Stages, each callable on its own:
+    encode_images(frame)        ResNet + FPN on ImageNet-normalised images -> L x [B*N, C, H_l, W_l]
+    lift(features, frame)       TPV (or BEV) lifter -> Planes
+    decode(planes)              per-voxel MLP -> SceneField
+    forward(frame)              the three above
+    render(field, rays)         sample rays, read the field, NeuS-composite -> RenderOutputs
+Everything is in the ego frame of the input frame.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from selfocc_core.data.sample import Frame
+from selfocc_core.model.bev_lifter import BEVLifter
+from selfocc_core.model.config import ModelConfig
+from selfocc_core.model.field import FieldDecoder, SceneField
+from selfocc_core.model.fpn import FPN
+from selfocc_core.model.resnet import ResNet
+from selfocc_core.model.tpv_lifter import Planes, TPVLifter
+from selfocc_core.rendering.neus import SingleVarianceNetwork, neus_render
+from selfocc_core.rendering.ray_sampler import sample_along_rays
+from selfocc_core.rendering.types import RayBundle, RenderOutputs
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _batched(t: Tensor, unbatched_dim: int) -> Tensor:
+    return t.unsqueeze(0) if t.dim() == unbatched_dim else t
+
+
+class SelfOccModel(nn.Module):
+    """See the module docstring. ``cos_anneal_ratio`` (attribute, default 1.0) is the NeuS cosine
+    annealing used by :meth:`render` unless given there; the trainer may set it each step."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = ResNet(cfg.backbone_depth, cfg.out_indices, cfg.frozen_stages, cfg.norm_eval)
+        if cfg.pretrained:
+            self.backbone.load_pretrained(cfg.pretrained)
+        self.neck = FPN(self.backbone.out_channels, cfg.fpn_channels, cfg.fpn_extra_levels)
+        self.lifter = TPVLifter(cfg) if cfg.lifter == "tpv" else BEVLifter(cfg)
+        self.decoder = FieldDecoder(cfg)
+        self.variance = SingleVarianceNetwork(cfg.init_variance)
+        self.register_buffer("img_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("img_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.cos_anneal_ratio = 1.0
+
+    @property
+    def grid(self):
+        """The field's VoxelGridSpec (box and resolution)."""
+        return self.cfg.scene
+
+    def inv_s(self) -> Tensor:
+        """NeuS sharpness s = exp(10 v) (scalar tensor, differentiable)."""
+        return self.variance()
+
+    def encode_images(self, frame: Frame) -> list[Tensor]:
+        """``frame.images [(B,) N, 3, H, W]`` in [0, 1] -> L levels ``[B*N, fpn_channels, H_l, W_l]``."""
+        imgs = _batched(frame.images, 4)
+        B, N, _, H, W = imgs.shape
+        x = (imgs.reshape(B * N, 3, H, W) - self.img_mean) / self.img_std
+        return self.neck(self.backbone(x))
+
+    def lift(self, features: Sequence[Tensor], frame: Frame) -> Planes:
+        """Multi-level features + the frame's cameras -> Planes."""
+        K = _batched(frame.K, 3)
+        T = _batched(frame.T_ego_cam, 3)
+        return self.lifter(features, K, T, frame.image_size)
+
+    def decode(self, planes: Planes) -> SceneField:
+        return self.decoder(planes)
+
+    def forward(self, frame: Frame) -> SceneField:
+        """Frame (batched or not) -> SceneField in the frame's ego coordinates."""
+        return self.decode(self.lift(self.encode_images(frame), frame))
+
+    def render(self, field: SceneField, rays: RayBundle, num_samples: Optional[int] = None,
+               stratified: Optional[bool] = None, cos_anneal_ratio: Optional[float] = None,
+               generator: Optional[torch.Generator] = None) -> RenderOutputs:
+        """NeuS-render ``rays`` (``[B, R]``) through ``field``.
+
+        num_samples defaults to ``cfg.num_samples``; stratified (jittered samples) defaults to
+        ``self.training``. The outputs include the sample points and SDF gradients (eikonal loss).
+        """
+        if rays.origins.shape[0] != field.batch_size:
+            raise ValueError(f"render: rays batch {rays.origins.shape[0]} != field batch {field.batch_size}")
+        S = num_samples or self.cfg.num_samples
+        strat = self.training if stratified is None else stratified
+        t, deltas = sample_along_rays(rays.near, rays.far, S, strat, self.cfg.sample_spacing, generator)
+        points = rays.origins[..., None, :] + rays.directions[..., None, :] * t[..., None]
+        values, grads = field.query(points, with_gradient=True)
+        out = neus_render(t, deltas, values.sdf, grads, rays.directions, self.inv_s(), rays.z_per_unit,
+                          values.rgb, values.semantics,
+                          self.cos_anneal_ratio if cos_anneal_ratio is None else cos_anneal_ratio,
+                          far=rays.far, ray_mask=rays.valid)
+        out.points = points
+        return out

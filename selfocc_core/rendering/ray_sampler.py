@@ -1,0 +1,115 @@
+"""Ray generation on a strided pixel grid and sample placement along rays.
+
+Rays of camera n form an image: cell (r, c) of the ``h x w = (H // stride) x (W // stride)`` grid
+holds one ray, through the cell centre ``(c * stride + (stride - 1) / 2, r * stride + (stride - 1) / 2)``
+or, with ``random_offset``, a uniformly random point of the cell (pixel-index coordinates:
+pixel i covers [i - 0.5, i + 0.5)). Ray index ``R = n * h * w + r * w + c``, so
+``x.view(B, N, h, w, ...)`` gives per-camera ray images (for SSIM on the ray grid).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+from torch import Tensor
+
+from selfocc_core.geometry.rays import camera_rays
+from selfocc_core.geometry.voxel_grid import VoxelGridSpec
+from selfocc_core.rendering.types import RayBundle
+
+
+def ray_grid_shape(image_size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """``(h, w) = (H // stride, W // stride)``; raises ValueError if the grid would be empty."""
+    H, W = image_size
+    if stride < 1 or H // stride < 1 or W // stride < 1:
+        raise ValueError(f"ray stride {stride} is invalid for image size {(H, W)}")
+    return H // stride, W // stride
+
+
+def ray_grid_pixels(image_size: tuple[int, int], stride: int, shape_prefix: tuple[int, ...] = (),
+                    random_offset: bool = False, device=None, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Pixel coordinates ``[*shape_prefix, h * w, 2]`` (u, v) of the ray grid."""
+    h, w = ray_grid_shape(image_size, stride)
+    r, c = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
+                          torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+    base = torch.stack([c, r], -1).reshape(h * w, 2) * stride
+    if random_offset:
+        u = torch.rand((*shape_prefix, h * w, 2), generator=generator, device=device if generator is None else generator.device)
+        return base + u.to(base.device) * stride - 0.5
+    return (base + (stride - 1) / 2.0).expand(*shape_prefix, h * w, 2)
+
+
+def ray_box_intersection(origins: Tensor, directions: Tensor, lower, upper) -> tuple[Tensor, Tensor]:
+    """Slab test. ``origins, directions [..., 3]`` -> ``(t_enter, t_exit) [...]`` (may be negative;
+    the ray misses the box when t_exit < max(t_enter, 0))."""
+    lo = torch.as_tensor(lower, dtype=origins.dtype, device=origins.device)
+    hi = torch.as_tensor(upper, dtype=origins.dtype, device=origins.device)
+    tiny = 1e-12
+    d = torch.where(directions.abs() < tiny, torch.full_like(directions, tiny), directions)
+    t0 = (lo - origins) / d
+    t1 = (hi - origins) / d
+    return torch.minimum(t0, t1).amax(-1), torch.maximum(t0, t1).amin(-1)
+
+
+def generate_rays(K: Tensor, T_ego_cam: Tensor, image_size: tuple[int, int], stride: int,
+                  random_offset: bool, box: VoxelGridSpec, min_near: float = 0.1,
+                  generator: Optional[torch.Generator] = None) -> RayBundle:
+    """Rays of N cameras on the strided grid, clipped to the scene box.
+
+    Args:
+        K: ``[B, N, 3, 3]`` intrinsics for images of ``image_size = (H, W)``.
+        T_ego_cam: ``[B, N, 4, 4]`` camera optical frame -> the ego frame the field lives in
+            (for an adjacent frame's cameras: already expressed in the input frame's ego frame).
+        stride: pixels per ray cell; random_offset: jitter each ray inside its cell.
+        box: the scene box; ``near = max(t_enter, min_near)``, ``far = t_exit``. Rays that miss
+            the box get ``valid = False`` and ``far = near + 1e-3``.
+
+    Returns:
+        RayBundle with R = N * h * w rays (see module docstring for the order).
+    """
+    if K.dim() != 4 or K.shape[-2:] != (3, 3) or tuple(T_ego_cam.shape) != (*K.shape[:2], 4, 4):
+        raise ValueError(f"generate_rays: expected K [B,N,3,3] and T_ego_cam [B,N,4,4], got "
+                         f"{tuple(K.shape)} and {tuple(T_ego_cam.shape)}")
+    B, N = K.shape[:2]
+    h, w = ray_grid_shape(image_size, stride)
+    uv = ray_grid_pixels(image_size, stride, (B, N), random_offset, K.device, generator).to(K.dtype)
+    origins, directions, z_per_unit = camera_rays(uv, K, T_ego_cam)  # [B, N, M, 3]
+    M = h * w
+    origins, directions = origins.reshape(B, N * M, 3), directions.reshape(B, N * M, 3)
+    t_in, t_out = ray_box_intersection(origins, directions, box.lower, box.upper)
+    near = t_in.clamp(min=min_near)
+    valid = t_out > near
+    far = torch.where(valid, t_out, near + 1e-3)
+    cam = torch.arange(N, device=K.device).repeat_interleave(M).expand(B, -1)
+    return RayBundle(origins=origins, directions=directions, z_per_unit=z_per_unit.reshape(B, N * M),
+                     near=near, far=far, camera_index=cam, pixels=uv.reshape(B, N * M, 2),
+                     valid=valid, grid_shape=(h, w))
+
+
+def sample_along_rays(near: Tensor, far: Tensor, num_samples: int, stratified: bool,
+                      spacing: Literal["uniform", "disparity"] = "uniform",
+                      generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+    """Stratified samples in ``num_samples`` bins between ``near`` and ``far [...]``.
+
+    Bin edges are uniform in distance or in disparity (1/t). Each sample sits at its bin's
+    midpoint, or uniformly inside it when ``stratified``. Returns ``t [..., S]`` and the bin
+    widths ``deltas [..., S]`` (the ray length each sample stands for).
+    """
+    if near.shape != far.shape:
+        raise ValueError(f"sample_along_rays: near {tuple(near.shape)} and far {tuple(far.shape)} differ")
+    u = torch.linspace(0.0, 1.0, num_samples + 1, device=near.device, dtype=near.dtype)
+    n, f = near[..., None], far[..., None]
+    if spacing == "uniform":
+        edges = n + (f - n) * u
+    elif spacing == "disparity":
+        edges = 1.0 / (1.0 / n + (1.0 / f - 1.0 / n) * u)
+    else:
+        raise ValueError(f"sample_along_rays: spacing must be 'uniform' or 'disparity', got {spacing!r}")
+    lo, hi = edges[..., :-1], edges[..., 1:]
+    if stratified:
+        r = torch.rand(lo.shape, generator=generator, device=lo.device if generator is None else generator.device)
+        t = lo + (hi - lo) * r.to(lo.device, lo.dtype)
+    else:
+        t = 0.5 * (lo + hi)
+    return t, hi - lo
