@@ -1,0 +1,115 @@
+"""`open_dataset`: one entry point that recognises a dataset by its layout."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from selfocc_core.data.config import DataConfig
+
+# What `open_dataset` looks for, in order (also the text of the "unknown layout" error).
+LAYOUTS = [
+    ("synthetic", "the string 'synthetic' or 'synthetic:key=value,...' (e.g. synthetic:seed=3,frames=20)"),
+    ("nuscenes", "a nuScenes dataroot: a folder with a v1.0-* table folder (sample.json, ...)"),
+    ("nuscenes_infos", "an mmdet3d nuScenes info pickle (*.pkl with data_list)"),
+    ("kitti_odometry", "KITTI odometry: sequences/<NN>/calib.txt (in the folder, its dataset/ subfolder, or a sequence folder)"),
+    ("kitti_raw", "KITTI raw: <date>/calib_cam_to_cam.txt with <date>_drive_NNNN_sync folders"),
+    ("ddad", "DDAD/DGP: scene_dataset_v1.0.json (or a scene_*.json file)"),
+    ("rosbag", "a rosbag2 folder with metadata.yaml"),
+]
+
+
+def parse_spec_options(spec: str) -> dict:
+    """``"synthetic:seed=3,frames=20"`` -> ``{"seed": 3, "frames": 20}`` (ints, floats, bools, strings)."""
+    _, _, rest = spec.partition(":")
+    out = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, val = part.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"dataset spec '{spec}': option '{part}' must be key=value")
+        val = val.strip()
+        if val.lower() in ("true", "false"):
+            out[key.strip()] = val.lower() == "true"
+            continue
+        for conv in (int, float):
+            try:
+                out[key.strip()] = conv(val)
+                break
+            except ValueError:
+                pass
+        else:
+            out[key.strip()] = val
+    return out
+
+
+def detect_layout(data: str | Path) -> str:
+    """The LAYOUTS name of what lives at ``data``; ValueError listing what was looked for."""
+    s = str(data)
+    if s == "synthetic" or s.startswith("synthetic:"):
+        return "synthetic"
+    p = Path(data)
+    if not p.exists():
+        raise FileNotFoundError(f"dataset path does not exist: {p}")
+    if p.is_file():
+        if p.suffix == ".pkl":
+            return "nuscenes_infos"
+        if p.suffix == ".json" and (p.name == "scene_dataset_v1.0.json" or p.name.startswith("scene_")):
+            return "ddad"
+        if p.name == "metadata.yaml":
+            return "rosbag"
+    else:
+        if any(q.is_dir() for q in p.glob("v1.0-*")):
+            return "nuscenes"
+        if (p / "metadata.yaml").is_file():
+            return "rosbag"
+        if (p / "scene_dataset_v1.0.json").is_file():
+            return "ddad"
+        if (p / "calib.txt").is_file() and p.parent.name == "sequences":
+            return "kitti_odometry"
+        for root in (p, p / "dataset"):
+            if any((q / "calib.txt").is_file() for q in (root / "sequences").glob("*")):
+                return "kitti_odometry"
+        if (p / "oxts").is_dir() or (p / "calib_cam_to_cam.txt").is_file() or any(p.glob("*/calib_cam_to_cam.txt")):
+            return "kitti_raw"
+    looked = "\n  - ".join(d for _, d in LAYOUTS)
+    raise ValueError(f"cannot tell what dataset is at {p}; looked for:\n  - {looked}")
+
+
+def _import(module: str, cls: str, layout: str):
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as e:
+        raise ImportError(f"dataset layout '{layout}' needs {module}.{cls}, which is not available: {e}") from e
+
+
+def open_dataset(data: str, cfg: DataConfig, split: str = "train") -> Dataset:
+    """Open the dataset at ``data`` (see LAYOUTS) as a torch Dataset yielding `Sample`s."""
+    layout = detect_layout(data)
+    if layout == "synthetic":
+        SyntheticDataset = _import("selfocc_core.data.synthetic", "SyntheticDataset", layout)
+        return SyntheticDataset(cfg, split=split, **parse_spec_options(str(data)))
+    if layout == "nuscenes":
+        from selfocc_core.data.nuscenes import NuScenesDataset
+
+        return NuScenesDataset(data, cfg, split)
+    if layout == "nuscenes_infos":
+        from selfocc_core.data.nuscenes_infos import NuScenesInfosDataset
+
+        return NuScenesInfosDataset(data, cfg)
+    if layout == "kitti_odometry":
+        from selfocc_core.data.kitti import KittiOdometryDataset
+
+        return KittiOdometryDataset(data, cfg, split)
+    if layout == "kitti_raw":
+        from selfocc_core.data.kitti import KittiRawDataset
+
+        return KittiRawDataset(data, cfg, split)
+    if layout == "ddad":
+        from selfocc_core.data.ddad import DDADDataset
+
+        return DDADDataset(data, cfg, split)
+    RosbagDataset = _import("selfocc_core.data.rosbag", "RosbagDataset", layout)
+    path = Path(data)
+    return RosbagDataset(path.parent if path.is_file() else path, cfg)
