@@ -1,0 +1,101 @@
+"""A synthetic drive: world + rig + timing -> rendered frames and ground truth per frame.
+
+Shared by the native dataset (data/synthetic.py), the exporters and the preview, so they
+all see exactly the same images for the same settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from selfocc_core.geometry.camera import pixel_grid
+from selfocc_core.geometry.rays import camera_rays
+from selfocc_core.synth.occupancy import (
+    KITTI_LIDAR_IN_EGO,
+    NUSCENES_LIDAR_IN_EGO,
+    lidar_rays,
+    occupancy_semantics,
+    ray_visibility,
+)
+from selfocc_core.synth.render import RenderOutput, render_cameras
+from selfocc_core.synth.rigs import Rig, get_rig
+from selfocc_core.synth.world import World, generate_world
+
+MASK_RAYS_PER_CAMERA = (90, 160)  # (H, W) of the ray grid used for the camera-visibility mask
+
+
+@dataclass
+class FrameGT:
+    """Occupancy ground truth of one frame on the rig's grid (ego frame at that frame).
+
+    semantics:   [X, Y, Z] uint8 (17 = free)
+    mask_camera: [X, Y, Z] bool
+    mask_lidar:  [X, Y, Z] bool
+    """
+
+    semantics: Tensor
+    mask_camera: Tensor
+    mask_lidar: Tensor
+
+
+class SyntheticSequence:
+    """Frames i = 0..num_frames-1 at t_i = i / frame_rate_hz of one generated world."""
+
+    def __init__(self, seed: int, num_frames: int, rig: str | Rig = "nuscenes", cameras=None,
+                 speed_mps: float = 10.0, frame_rate_hz: float = 12.0):
+        if num_frames <= 0:
+            raise ValueError(f"num_frames must be positive, got {num_frames}")
+        if frame_rate_hz <= 0:
+            raise ValueError(f"frame_rate_hz must be positive, got {frame_rate_hz}")
+        if speed_mps < 0:
+            raise ValueError(f"speed_mps must be >= 0, got {speed_mps}")
+        self.rig = get_rig(rig, cameras) if isinstance(rig, str) else rig.select(cameras)
+        self.num_frames = int(num_frames)
+        self.frame_rate_hz = float(frame_rate_hz)
+        self.world: World = generate_world(int(seed), duration_s=(num_frames - 1) / frame_rate_hz, speed_mps=speed_mps)
+
+    def time(self, i: int) -> float:
+        return i / self.frame_rate_hz
+
+    def T_world_ego(self, i: int) -> np.ndarray:
+        """[4, 4] float64 ego pose of frame i."""
+        return self.world.T_world_ego(self.time(i), self.rig.ego_height)
+
+    def intrinsics(self, height: int, width: int) -> Tensor:
+        """[N, 3, 3] float32 for images of (height, width)."""
+        return torch.stack([c.K_at(height, width) for c in self.rig.cameras])
+
+    def T_ego_cam(self) -> Tensor:
+        """[N, 4, 4] float32."""
+        return torch.tensor(np.stack([c.T_ego_cam for c in self.rig.cameras]), dtype=torch.float32)
+
+    def render(self, i: int, height: int, width: int) -> RenderOutput:
+        """Render all cameras of frame i at (height, width)."""
+        self._check(i)
+        T_world_cam = torch.tensor(np.stack([self.T_world_ego(i) @ c.T_ego_cam for c in self.rig.cameras]), dtype=torch.float32)
+        return render_cameras(self.world, self.time(i), self.intrinsics(height, width), T_world_cam, height, width)
+
+    def ground_truth(self, i: int) -> FrameGT:
+        """Occupancy, camera-visibility and LiDAR-visibility masks of frame i."""
+        self._check(i)
+        t, T = self.time(i), self.T_world_ego(i)
+        grid = self.rig.grid
+        sem = occupancy_semantics(self.world, t, T, grid)
+        h, w = MASK_RAYS_PER_CAMERA
+        T_world_cam = torch.tensor(np.stack([T @ c.T_ego_cam for c in self.rig.cameras]), dtype=torch.float32)
+        N = len(self.rig.cameras)
+        uv = pixel_grid(h, w).reshape(1, -1, 2).expand(N, -1, -1)
+        o, d, _ = camera_rays(uv, self.intrinsics(h, w), T_world_cam)
+        mask_cam = ray_visibility(self.world, t, o.reshape(-1, 3), d.reshape(-1, 3), T, grid)
+        lidar_pos = KITTI_LIDAR_IN_EGO if self.rig.name == "kitti" else NUSCENES_LIDAR_IN_EGO
+        lo, ld = lidar_rays(T, lidar_pos, beams=64 if self.rig.name == "kitti" else 32)
+        mask_lidar = ray_visibility(self.world, t, lo, ld, T, grid)
+        return FrameGT(sem, mask_cam, mask_lidar)
+
+    def _check(self, i: int):
+        if not 0 <= i < self.num_frames:
+            raise IndexError(f"frame index {i} out of range [0, {self.num_frames})")
