@@ -575,6 +575,9 @@ class RosbagDataset(Dataset):
             self.summary["storage_error"] = f"{type(e).__name__}: {e}"
         for k in [k for k in skipped if k.startswith("_warned:")]:
             del skipped[k]
+        # Rig order = order of the image topics in the bag (a converter writes them in rig order).
+        topic_order = {t: i for i, t in enumerate(source.topics)}
+        cams = dict(sorted(cams.items(), key=lambda kv: topic_order.get(kv[1].images[0].topic, 0)))
         for ns, cam in cams.items():
             cam.infos = sorted(infos.get(ns, []), key=lambda x: x[0])
             cam.images.sort(key=lambda im: im.stamp_ns)
@@ -602,7 +605,7 @@ class RosbagDataset(Dataset):
                     f"and camera_info {sorted(by_name)} (without camera_info: {self.summary['cameras_without_camera_info']})")
             chosen = [lower[n.lower().strip("/")] for n in self.cfg.cameras]
         else:
-            chosen = [by_name[n] for n in sorted(by_name)]
+            chosen = list(by_name.values())
         self.summary["cameras_ignored"] = sorted(set(by_name) - {c.name for c in chosen})
         if not chosen:
             raise ValueError(f"rosbag {self.path}: no camera has both images and camera_info "

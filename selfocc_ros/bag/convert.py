@@ -148,6 +148,7 @@ def write_recording(rec: Recording, out: str | Path, storage: str = "mcap", comp
 
         iterator = tqdm(events, desc=f"writing {Path(out).name}", unit="msg")
     with AtomicBagWriter(out, storage=storage, overwrite=overwrite) as bag:
+        bag.custom_data.update({"source": rec.source, **{k: str(v) for k, v in rec.info.items()}})
         static = [transform_stamped(c.T_base_cam, t0, rec.base_frame, c.frame_id) for c in rec.cameras]
         bag.write("/tf_static", TF_MESSAGE, t0, tf_message(static), qos=QOS_LATCHED)
         last_pose_ns = None
@@ -183,24 +184,37 @@ def write_recording(rec: Recording, out: str | Path, storage: str = "mcap", comp
 # Sources
 
 
-def samples_recording(samples: Iterable, source: str = "samples") -> Recording:
+#: Stamps of sources with relative time (synthetic drives start at 0 s) are shifted by this
+#: (2020-09-13 12:26:40 UTC): ROS reads a zero stamp as "unset".
+RELATIVE_TIME_EPOCH_NS = 1_600_000_000 * 1_000_000_000
+
+
+def samples_recording(samples: Iterable, source: str = "samples", time_offset_ns: Optional[int] = None) -> Recording:
     """A recording from `selfocc_core.data.sample.Sample`s (e.g. the synthetic world).
 
     Only each sample's main frame is written (context frames are other frames of the same
     sequence); frames with an already-seen timestamp are skipped. Images are quantised to uint8.
+    Stamps are ``timestamp * 1e9 + time_offset_ns``; by default the offset is
+    RELATIVE_TIME_EPOCH_NS when the first timestamp is below 1e6 s (relative time), else 0.
+    The offset is stored in the bag's custom_data (``time_offset_ns``).
     """
+    import torch
+
     cameras: dict[str, CameraSpec] = {}
     images: list[ImageRecord] = []
     poses: list[PoseRecord] = []
     seen: set[int] = set()
     for s in samples:
         f = s.frame
-        stamp = int(round(float(f.timestamp) * 1e9))
+        t = float(f.timestamp)
+        if time_offset_ns is None:
+            time_offset_ns = RELATIVE_TIME_EPOCH_NS if t < 1e6 else 0
+        stamp = int(round(t * 1e9)) + time_offset_ns
         if stamp in seen:
             continue
         seen.add(stamp)
         poses.append(PoseRecord(stamp, f.T_world_ego.double().cpu().numpy()))
-        imgs = (f.images.clamp(0, 1) * 255.0).round().to(dtype=__import__("torch").uint8)
+        imgs = (f.images.clamp(0, 1) * 255.0).round().to(dtype=torch.uint8)
         imgs = imgs.permute(0, 2, 3, 1).cpu().numpy()  # [N, H, W, 3]
         for i, name in enumerate(f.camera_names):
             T = f.T_ego_cam[i].double().cpu().numpy()
@@ -211,18 +225,33 @@ def samples_recording(samples: Iterable, source: str = "samples") -> Recording:
             h, w = imgs.shape[1:3]
             images.append(ImageRecord(name, stamp, f.K[i].double().cpu().numpy(), w, h,
                                       (lambda a=imgs[i]: a)))
-    return Recording(source, list(cameras.values()), images, poses)
+    rec = Recording(source, list(cameras.values()), images, poses)
+    rec.info["time_offset_ns"] = str(time_offset_ns or 0)
+    return rec
 
 
-def synthetic_recording(config_path: Optional[str] = None) -> Recording:
-    """The procedural world of `selfocc_core.data.synthetic` (optionally configured by a YAML file)."""
-    from selfocc_core.config_io import load_dataclass
+def synthetic_recording(spec: Optional[str] = None, cameras: Optional[list[str]] = None) -> Recording:
+    """The procedural world of `selfocc_core.data.synthetic` (without ground truth).
+
+    spec: None/"default", a SyntheticConfig YAML file, or ``key=value,...`` options
+    (e.g. ``"num_frames=10,rig=kitti,image_height=96"``).
+    """
+    from dataclasses import replace
+
+    from selfocc_core.config_io import from_dict, load_dataclass
+    from selfocc_core.data.open import parse_spec_options
     from selfocc_core.data.synthetic import SyntheticConfig, SyntheticDataset
 
-    cfg = SyntheticConfig() if not config_path or config_path in ("-", "default") else load_dataclass(
-        SyntheticConfig, config_path)
+    if not spec or spec in ("-", "default", "synthetic"):
+        cfg = SyntheticConfig()
+    elif Path(spec).is_file():
+        cfg = load_dataclass(SyntheticConfig, spec)
+    else:
+        cfg = from_dict(SyntheticConfig, parse_spec_options("synthetic:" + spec.removeprefix("synthetic:")),
+                        where="--from synthetic options")
+    cfg = replace(cfg, with_gt=False, require_context=False, cameras=list(cameras or cfg.cameras))
     ds = SyntheticDataset(cfg)
-    return samples_recording((ds[i] for i in range(len(ds))), source="synthetic")
+    return samples_recording((ds[i] for i in range(len(ds))), source=f"synthetic:seed={cfg.seed}")
 
 
 # KITTI odometry ------------------------------------------------------------------------------
@@ -479,7 +508,7 @@ def load_recording(kind: str, src: str | Path | None, scene: Optional[str] = Non
     elif kind == "ddad":
         rec = ddad_recording(src, scene=scene)
     elif kind == "synthetic":
-        rec = synthetic_recording(None if src is None else str(src))
+        rec = synthetic_recording(None if src is None else str(src), cameras=cameras)
     else:
         raise ValueError(f"--from must be one of {SOURCES}, got {kind!r}")
     return rec.select_cameras(cameras)

@@ -167,6 +167,8 @@ class AtomicBagWriter:
         self._writer: Writer | None = None
         self._connections: dict[str, object] = {}
         self.counts: dict[str, int] = {}
+        #: written into metadata.yaml custom_data (e.g. source dataset, time offset)
+        self.custom_data: dict[str, str] = {"converter": "selfocc bag convert"}
 
     def __enter__(self) -> "AtomicBagWriter":
         if self.partial.exists():
@@ -197,6 +199,8 @@ class AtomicBagWriter:
                 writer.abort()
             log.error("conversion failed; partial output left in %s", self.partial)
             return
+        for k, v in self.custom_data.items():
+            writer.set_custom_data(k, str(v))
         writer.close()
         if self.out.exists() and self.overwrite:
             shutil.rmtree(self.out)
