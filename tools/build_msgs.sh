@@ -3,4 +3,4 @@
 # and print the environment to use them:   eval "$(bash tools/build_msgs.sh)"
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python tools/build_msgs.py --print-env "$@"
+exec python -m selfocc_ros.msg_build --print-env "$@"
