@@ -5,7 +5,8 @@ Per sample i with SDF f_i, gradient g_i, ray direction d and bin width delta_i:
     f_prev  = f_i - cos_i * delta_i / 2,   f_next = f_i + cos_i * delta_i / 2
     alpha_i = clip((Phi_s(f_prev) - Phi_s(f_next) + 1e-5) / (Phi_s(f_prev) + 1e-5), 0, 1)
 with Phi_s the sigmoid of slope s = exp(10 v). Weights w_i = alpha_i * prod_{j<i} (1 - alpha_j).
-The transmittance product is taken as exp(cumsum(log(.))) in float32 even under autocast.
+The transmittance product is computed in float32 even under autocast (autocast is disabled
+inside the renderer; float64 inputs stay float64).
 """
 
 from __future__ import annotations
@@ -55,10 +56,13 @@ def neus_alpha(sdf: Tensor, gradients: Tensor, directions: Tensor, deltas: Tenso
 
 
 def weights_from_alpha(alpha: Tensor) -> Tensor:
-    """``w_i = alpha_i * prod_{j<i}(1 - alpha_j + 1e-7)`` over the last dim (float32 or float64)."""
+    """``w_i = alpha_i * prod_{j<i}(1 - alpha_j)`` over the last dim, in float32 (or float64).
+
+    An exact exclusive cumprod (no epsilon inside the product, which would let the weights sum
+    above 1 over long rays); torch's cumprod backward handles factors equal to zero.
+    """
     a = _hi(alpha)
-    log_t = torch.cumsum(torch.log(1.0 - a + 1e-7), dim=-1)
-    trans = torch.exp(torch.cat([torch.zeros_like(log_t[..., :1]), log_t[..., :-1]], -1))
+    trans = torch.cumprod(torch.cat([torch.ones_like(a[..., :1]), 1.0 - a[..., :-1]], -1), dim=-1)
     return a * trans
 
 
