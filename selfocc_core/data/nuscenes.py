@@ -105,8 +105,12 @@ class NuScenesDataset(Dataset):
             nusc = NuScenes(version=version, dataroot=str(self.dataroot), verbose=False)
         self.nusc = nusc
         self.version = nusc.version
-        self.cameras = list(cfg.cameras) or list(NUSCENES_CAMERAS)
         channels = {s["channel"] for s in nusc.sensor}
+        cams = {s["channel"] for s in nusc.sensor if s["modality"] == "camera"}
+        # all cameras: the standard six in their usual order, then any others by name
+        self.cameras = list(cfg.cameras) or [c for c in NUSCENES_CAMERAS if c in cams] + sorted(cams - set(NUSCENES_CAMERAS))
+        if not self.cameras:
+            raise ValueError(f"nuScenes {self.dataroot / self.version}/sensor.json: no camera sensors")
         for c in self.cameras:
             if c not in channels:
                 raise ValueError(f"nuScenes {self.dataroot / self.version}/sensor.json: camera '{c}' not in {sorted(channels)}")
