@@ -17,7 +17,7 @@ LAYOUTS = [
     ("kitti_odometry", "KITTI odometry: sequences/<NN>/calib.txt (in the folder, its dataset/ subfolder, or a sequence folder)"),
     ("kitti_raw", "KITTI raw: <date>/calib_cam_to_cam.txt with <date>_drive_NNNN_sync folders"),
     ("ddad", "DDAD/DGP: scene_dataset_v1.0.json (or a scene_*.json file)"),
-    ("rosbag", "a rosbag2 folder with metadata.yaml"),
+    ("rosbag", "a rosbag2 folder with metadata.yaml (or a bare .mcap / .db3 file)"),
 ]
 
 
@@ -57,7 +57,7 @@ def detect_layout(data: str | Path) -> str:
             return "nuscenes_infos"
         if p.suffix == ".json" and (p.name == "scene_dataset_v1.0.json" or p.name.startswith("scene_")):
             return "ddad"
-        if p.name == "metadata.yaml":
+        if p.name == "metadata.yaml" or p.suffix in (".mcap", ".db3"):
             return "rosbag"
     else:
         if any(q.is_dir() for q in p.glob("v1.0-*")):
@@ -84,12 +84,37 @@ def _import(module: str, cls: str, layout: str):
         raise ImportError(f"dataset layout '{layout}' needs {module}.{cls}, which is not available: {e}") from e
 
 
+# Short spellings accepted in "synthetic:..." specs.
+SYNTHETIC_ALIASES = {"frames": "num_frames", "speed": "speed_mps", "fps": "frame_rate_hz"}
+# Held-out drives: the val/test splits shift the seed so they never repeat a training drive.
+SYNTHETIC_SPLIT_SEED_OFFSET = {"train": 0, "val": 1000, "test": 2000}
+
+
+def _open_synthetic(spec: str, cfg: DataConfig, split: str) -> Dataset:
+    """``synthetic[:key=value,...]`` -> SyntheticDataset; keys are SyntheticConfig fields
+    (or the aliases frames/speed/fps); image size, cameras, context and GT come from `cfg`.
+    Split "val"/"test" adds 1000/2000 to the seed."""
+    from selfocc_core.config_io import from_dict
+
+    SyntheticConfig = _import("selfocc_core.data.synthetic", "SyntheticConfig", "synthetic")
+    SyntheticDataset = _import("selfocc_core.data.synthetic", "SyntheticDataset", "synthetic")
+    if split not in SYNTHETIC_SPLIT_SEED_OFFSET:
+        raise ValueError(f"synthetic: unknown split '{split}' (use one of {sorted(SYNTHETIC_SPLIT_SEED_OFFSET)})")
+    options = {SYNTHETIC_ALIASES.get(k, k): v for k, v in parse_spec_options(spec).items()}
+    values = {
+        "image_height": cfg.image_height, "image_width": cfg.image_width, "cameras": list(cfg.cameras),
+        "context_offsets": list(cfg.context_offsets), "require_context": cfg.require_context, "with_gt": cfg.load_gt,
+    }
+    values.update(options)
+    values["seed"] = int(values.get("seed", 0)) + SYNTHETIC_SPLIT_SEED_OFFSET[split]
+    return SyntheticDataset(from_dict(SyntheticConfig, values, where=f"dataset spec '{spec}'"))
+
+
 def open_dataset(data: str, cfg: DataConfig, split: str = "train") -> Dataset:
     """Open the dataset at ``data`` (see LAYOUTS) as a torch Dataset yielding `Sample`s."""
     layout = detect_layout(data)
     if layout == "synthetic":
-        SyntheticDataset = _import("selfocc_core.data.synthetic", "SyntheticDataset", layout)
-        return SyntheticDataset(cfg, split=split, **parse_spec_options(str(data)))
+        return _open_synthetic(str(data), cfg, split)
     if layout == "nuscenes":
         from selfocc_core.data.nuscenes import NuScenesDataset
 
@@ -112,4 +137,4 @@ def open_dataset(data: str, cfg: DataConfig, split: str = "train") -> Dataset:
         return DDADDataset(data, cfg, split)
     RosbagDataset = _import("selfocc_core.data.rosbag", "RosbagDataset", layout)
     path = Path(data)
-    return RosbagDataset(path.parent if path.is_file() else path, cfg)
+    return RosbagDataset(path.parent if path.name == "metadata.yaml" else path, cfg)
