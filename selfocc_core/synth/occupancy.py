@@ -23,7 +23,8 @@ from torch import Tensor
 from selfocc_core.classes import CLASS_ID, FREE_LABEL
 from selfocc_core.geometry.transforms import invert_transform, transform_points
 from selfocc_core.geometry.voxel_grid import VoxelGridSpec
-from selfocc_core.synth.raycast import NO_HIT, cull, intersect, to_local
+from selfocc_core.geometry.camera import backproject
+from selfocc_core.synth.raycast import cull, intersect_groups, to_local
 from selfocc_core.synth.world import BOX, CYLINDER, ELLIPSOID, Primitives, World, ground_label
 
 # LiDAR mounting in the ego frame (nuScenes LIDAR_TOP is ~0.94 m ahead of the rear axle, 1.84 m up).
@@ -102,35 +103,77 @@ def _block_centers(grid: VoxelGridSpec, lo: Tensor, hi: Tensor) -> Tensor:
     return grid.index_to_metric(ijk)
 
 
-def ray_visibility(
-    world: World, t: float, origins: Tensor, dirs: Tensor, T_world_ego: np.ndarray, grid: VoxelGridSpec,
-    chunk: int = 4096,
-) -> Tensor:
-    """Voxels ``[X, Y, Z]`` bool traversed by world rays ``(R, 3)`` up to and including the first hit."""
+def _mark(mask: Tensor, grid: VoxelGridSpec, points_ego: Tensor) -> None:
+    """Set voxels containing ego-frame points ``(M, 3)`` in the flat mask ``(X*Y*Z,)``."""
+    _, Y, Z = grid.shape
+    ijk, ok = grid.metric_to_index(points_ego)
+    ijk = ijk[ok]
+    mask[(ijk[:, 0] * Y + ijk[:, 1]) * Z + ijk[:, 2]] = True
+
+
+def camera_visibility(depth: Tensor, K: Tensor, T_ego_cam: Tensor, grid: VoxelGridSpec) -> Tensor:
+    """Voxels ``[X, Y, Z]`` bool seen by cameras: in front of the first hit, plus the hit voxels.
+
+    depth:     [N, H, W] z-depth of the first hit (0 or inf = nothing hit / sky)
+    K:         [N, 3, 3] intrinsics of the depth maps
+    T_ego_cam: [N, 4, 4]
+    A voxel is in front of the first hit when its centre projects into a camera with a
+    z-depth below the depth map there; voxels holding a back-projected hit point are added.
+    """
+    N, H, W = depth.shape
+    X, Y, Z = grid.shape
+    centers = grid.centers().reshape(-1, 3)
+    mask = torch.zeros(X * Y * Z, dtype=torch.bool)
+    d = torch.where(depth > 0, depth, torch.full_like(depth, float("inf")))
+    for n in range(N):
+        pc = transform_points(invert_transform(T_ego_cam[n].float()), centers)
+        z = pc[:, 2]
+        uv = pc[:, :2] / z.clamp(min=1e-6).unsqueeze(-1) @ K[n, :2, :2].T + K[n, :2, 2]
+        u = torch.round(uv[:, 0]).long()
+        v = torch.round(uv[:, 1]).long()
+        ok = (z > 0.05) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        idx = torch.nonzero(ok).squeeze(-1)
+        front = z[idx] < d[n, v[idx], u[idx]]
+        mask[idx[front]] = True
+        # the voxels of the first hits themselves
+        hit = torch.isfinite(d[n])
+        pts = backproject(depth[n] * (1.0 + 1e-4), K[n])[hit]  # nudged into the surface
+        _mark(mask, grid, transform_points(T_ego_cam[n].float(), pts))
+    return mask.reshape(X, Y, Z)
+
+
+def lidar_visibility(world: World, t: float, T_world_ego: np.ndarray, grid: VoxelGridSpec,
+                     lidar_in_ego=NUSCENES_LIDAR_IN_EGO, beams: int = 32, azimuths: int = 1024,
+                     fov_deg: tuple[float, float] = (-30.67, 10.67)) -> Tensor:
+    """Voxels ``[X, Y, Z]`` bool observed by a simulated spinning LiDAR (axes = ego axes).
+
+    A voxel counts when its centre lies within 0.75 voxel of a beam, in front of that
+    beam's first hit; voxels holding a hit point are added.
+    """
     X, Y, Z = grid.shape
     s = grid.voxel_size
+    o, dirs = lidar_rays(T_world_ego, lidar_in_ego, beams, azimuths, fov_deg)
     prims = world.prims.at(t)
-    sel = cull(prims, origins.mean(0), 90.0)
-    t_hit, idx = intersect(prims.subset(sel), origins, dirs)
+    sel = cull(prims, o[0], 100.0)
+    sectors = 16
+    groups = list(zip(o.reshape(beams, sectors, -1, 3).transpose(0, 1).reshape(sectors, -1, 3),
+                      dirs.reshape(beams, sectors, -1, 3).transpose(0, 1).reshape(sectors, -1, 3)))
+    t_hit, _ = intersect_groups(prims.subset(sel), groups)
+    rng = t_hit.reshape(sectors, beams, -1).transpose(0, 1).reshape(beams, azimuths)  # (beams, azimuths)
+    el_beams = torch.deg2rad(torch.linspace(fov_deg[0], fov_deg[1], beams))
+    centers = grid.centers().reshape(-1, 3) - torch.tensor(lidar_in_ego, dtype=torch.float32)
+    r = centers.norm(dim=-1).clamp(min=1e-6)
+    el = torch.arcsin(centers[:, 2] / r)
+    az = torch.atan2(centers[:, 1], centers[:, 0]) % (2 * math.pi)
+    b = torch.bucketize(el, (el_beams[1:] + el_beams[:-1]) / 2)
+    a = torch.round(az / (2 * math.pi) * azimuths).long() % azimuths
+    near_beam = (el - el_beams[b]).abs() * r <= 0.75 * s
+    mask = near_beam & (r < rng[b, a])
+    hit = torch.isfinite(t_hit)
     T = torch.as_tensor(T_world_ego, dtype=torch.float32)
-    T_ego_world = invert_transform(T)
-    o_e = transform_points(T_ego_world, origins)
-    d_e = dirs @ T_ego_world[:3, :3].T
-    max_len = math.sqrt((grid.x_max - grid.x_min) ** 2 + (grid.y_max - grid.y_min) ** 2 + (grid.z_max - grid.z_min) ** 2)
-    t_end = torch.where(idx == NO_HIT, torch.full_like(t_hit, max_len), t_hit.clamp(max=max_len))
-    mask = torch.zeros(X * Y * Z, dtype=torch.bool)
-    steps = torch.arange(0.0, max_len + s, s / 2)
-    for a in range(0, origins.shape[0], chunk):
-        o, d, te = o_e[a : a + chunk], d_e[a : a + chunk], t_end[a : a + chunk]
-        n_steps = int(torch.ceil(te.max() / (s / 2)).item()) + 1
-        ts = steps[:n_steps].unsqueeze(0).expand(o.shape[0], -1)
-        ts = torch.minimum(ts, te.unsqueeze(-1))  # last samples sit at the hit
-        hit_t = torch.where(te < max_len, te + 1e-3, te)  # nudge into the hit voxel
-        ts = torch.cat([ts, hit_t.unsqueeze(-1)], -1)
-        p = o.unsqueeze(1) + ts.unsqueeze(-1) * d.unsqueeze(1)
-        ijk, ok = grid.metric_to_index(p.reshape(-1, 3))
-        ijk = ijk[ok]
-        mask[(ijk[:, 0] * Y + ijk[:, 1]) * Z + ijk[:, 2]] = True
+    # hit points nudged 1 mm into the surface (all rays share the origin o[0])
+    p_world = o[0] + (t_hit[hit, None] + 1e-3) * torch.cat([g[1] for g in groups])[hit]
+    _mark(mask, grid, transform_points(invert_transform(T), p_world))
     return mask.reshape(X, Y, Z)
 
 

@@ -129,6 +129,41 @@ def intersect(
     return t_best, idx_best
 
 
+def cone_cull(prims: Primitives, origin: Tensor, dirs: Tensor) -> Tensor:
+    """Indices of primitives whose bounding sphere may meet rays from ``origin (3,)`` along ``dirs (M, 3)``.
+
+    The rays are bounded by a cone around their mean direction; a sphere is kept when it
+    contains the origin or its angular extent overlaps the cone.
+    """
+    axis = dirs.mean(0)
+    axis = axis / axis.norm().clamp(min=1e-9)
+    half_angle = torch.arccos((dirs @ axis).min().clamp(-1.0, 1.0))
+    v = prims.center - origin
+    dist = v.norm(dim=-1).clamp(min=1e-9)
+    r = prims.bounding_radius()
+    ang = torch.arccos(((v @ axis) / dist).clamp(-1.0, 1.0))
+    ext = torch.arcsin((r / dist).clamp(max=1.0))
+    keep = (dist <= r) | (ang - ext <= half_angle + 1e-3)
+    return torch.nonzero(keep).squeeze(-1)
+
+
+def intersect_groups(prims: Primitives, groups: list[tuple[Tensor, Tensor]], with_ground: bool = True) -> tuple[Tensor, Tensor]:
+    """`intersect` for coherent ray groups (image tiles): ``[(origins (M_g, 3), dirs (M_g, 3)), ...]``.
+
+    Each group is tested only against the primitives inside its ray cone (`cone_cull`).
+    Returns the concatenation over groups of ``t (sum M_g,)`` and ``index`` into `prims`.
+    """
+    ts, idxs = [], []
+    for o, d in groups:
+        if o.dim() != 2 or o.shape != d.shape or o.shape[-1] != 3:
+            raise ValueError(f"intersect_groups: expected (M, 3) rays, got {tuple(o.shape)} {tuple(d.shape)}")
+        sel = cone_cull(prims, o.mean(0), d)
+        t, idx = intersect(prims.subset(sel), o, d, chunk=1 << 30, with_ground=with_ground)
+        ts.append(t)
+        idxs.append(torch.where(idx >= 0, sel[idx.clamp(min=0)], idx))
+    return torch.cat(ts), torch.cat(idxs)
+
+
 def surface(prims: Primitives, origins: Tensor, directions: Tensor, t: Tensor, index: Tensor):
     """Geometry at hits of primitives (index >= 0): ``(p_world, p_local, n_world, normal_axis)``.
 

@@ -11,7 +11,7 @@ from selfocc_core.classes import FREE_LABEL
 from selfocc_core.geometry.camera import pixel_grid
 from selfocc_core.geometry.rays import camera_rays
 from selfocc_core.synth import textures as tx
-from selfocc_core.synth.raycast import GROUND, NO_HIT, cull, intersect, surface
+from selfocc_core.synth.raycast import GROUND, NO_HIT, cull, intersect, intersect_groups, surface
 from selfocc_core.synth.world import World, ground_label
 
 CULL_RADIUS_M = 130.0  # primitives further than this from the rig are not drawn
@@ -33,8 +33,10 @@ class RenderOutput:
     instance: Tensor
 
 
-def render_cameras(world: World, t: float, K: Tensor, T_world_cam: Tensor, height: int, width: int) -> RenderOutput:
-    """Render N cameras at time `t` (s).
+def render_cameras(
+    world: World, t: float, K: Tensor, T_world_cam: Tensor, height: int, width: int, shade: bool = True
+) -> RenderOutput:
+    """Render N cameras at time `t` (s); ``shade=False`` skips colours (rgb stays 0).
 
     K:           [N, 3, 3] intrinsics for images of size (height, width)
     T_world_cam: [N, 4, 4] camera optical frame -> world
@@ -46,37 +48,60 @@ def render_cameras(world: World, t: float, K: Tensor, T_world_cam: Tensor, heigh
         raise ValueError(f"render_cameras: expected K [N,3,3], T_world_cam [N,4,4], got {tuple(K.shape)} {tuple(T_world_cam.shape)}")
     K = K.float()
     T_world_cam = T_world_cam.float()
-    uv = pixel_grid(height, width).reshape(1, -1, 2).expand(N, -1, -1)
-    origins, dirs, z_per_unit = camera_rays(uv, K, T_world_cam)
+    # rays in image tiles (one ray group per tile, for cone culling), then back to images
+    tiles = _tiles(height, width)
+    uv = torch.cat([pixel_grid(height, width)[r0:r1, c0:c1].reshape(-1, 2) for r0, r1, c0, c1 in tiles])
+    origins, dirs, z_per_unit = camera_rays(uv.expand(N, -1, -1), K, T_world_cam)  # (N, HW, 3) tile order
     # pixel angle (rad) per camera, for texture anti-aliasing
     pix_angle = (1.0 / K[:, 0, 0]).reshape(N, 1).expand(N, height * width).reshape(-1)
-    rgb, t_hit, label, inst = shade_rays(world, t, origins.reshape(-1, 3), dirs.reshape(-1, 3), pix_angle)
-    z = (t_hit * z_per_unit.reshape(-1))
+    sizes = [(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in tiles] * N
+    groups = list(zip(origins.reshape(-1, 3).split(sizes), dirs.reshape(-1, 3).split(sizes)))
+    rgb, t_hit, label, inst = shade_rays(world, t, origins.reshape(-1, 3), dirs.reshape(-1, 3), pix_angle, groups, shade)
+    z = t_hit * z_per_unit.reshape(-1)
     z = torch.where(torch.isfinite(z), z, torch.zeros_like(z))
+
+    def untile(x: Tensor) -> Tensor:  # (N * HW, C) in tile order -> (N, H, W, C)
+        out = x.new_empty(N, height, width, x.shape[-1])
+        parts = x.reshape(N, height * width, -1).split(sizes[: len(tiles)], dim=1)
+        for (r0, r1, c0, c1), part in zip(tiles, parts):
+            out[:, r0:r1, c0:c1] = part.reshape(N, r1 - r0, c1 - c0, -1)
+        return out
+
     return RenderOutput(
-        rgb=rgb.reshape(N, height, width, 3).permute(0, 3, 1, 2).contiguous(),
-        depth=z.reshape(N, height, width),
-        semantics=label.reshape(N, height, width),
-        instance=inst.reshape(N, height, width),
+        rgb=untile(rgb).permute(0, 3, 1, 2).contiguous(),
+        depth=untile(z[:, None])[..., 0],
+        semantics=untile(label[:, None])[..., 0],
+        instance=untile(inst[:, None])[..., 0],
     )
 
 
-def shade_rays(world: World, t: float, origins: Tensor, dirs: Tensor, pix_angle: Tensor):
+def _tiles(height: int, width: int, tile: tuple[int, int] = (32, 64)) -> list[tuple[int, int, int, int]]:
+    """(row0, row1, col0, col1) of tiles covering the image."""
+    th, tw = tile
+    return [(r, min(r + th, height), c, min(c + tw, width)) for r in range(0, height, th) for c in range(0, width, tw)]
+
+
+def shade_rays(world: World, t: float, origins: Tensor, dirs: Tensor, pix_angle: Tensor, groups=None, shade: bool = True):
     """Colour rays ``(R, 3)`` in the world at time t.
+
+    groups: optional split of the same rays into coherent groups for `intersect_groups`.
 
     Returns ``rgb (R, 3)``, distance ``t_hit (R,)`` (inf for sky), ``label (R,)``, ``instance (R,)``.
     """
     prims_t = world.prims.at(t)
     sel = cull(prims_t, origins.mean(dim=0), CULL_RADIUS_M + float((origins - origins.mean(0)).norm(dim=-1).max()))
     sub = prims_t.subset(sel)
-    t_hit, idx = intersect(sub, origins, dirs)
+    if groups is None:
+        t_hit, idx = intersect(sub, origins, dirs)
+    else:
+        t_hit, idx = intersect_groups(sub, groups)
     R = origins.shape[0]
     rgb = torch.zeros(R, 3)
     label = torch.full((R,), FREE_LABEL, dtype=torch.int64)
     inst = torch.full((R,), -1, dtype=torch.int64)
 
     sky = idx == NO_HIT
-    if sky.any():
+    if sky.any() and shade:
         rgb[sky] = tx.sky(dirs[sky], float(pix_angle.mean()), world.seed)
 
     ground = torch.nonzero(idx == GROUND).squeeze(-1)
@@ -86,14 +111,15 @@ def shade_rays(world: World, t: float, origins: Tensor, dirs: Tensor, pix_angle:
         fp = t_hit[ground] * pix_angle[ground] / cos
         lab = ground_label(p[:, :2])
         label[ground] = lab
-        road = lab == ground_label(torch.zeros(1, 2))[0]
-        col = torch.zeros(ground.numel(), 3)
-        axis = torch.full((ground.numel(),), 2, dtype=torch.int64)
-        half = torch.ones(ground.numel(), 3)
-        for mat, m in ((tx.ASPHALT, road), (tx.GRASS, ~road)):
-            if m.any():
-                col[m] = tx.shade_material(mat, p[m], axis[m], half[m], col[m], fp[m], world.seed)
-        rgb[ground] = col * tx.lambert(torch.tensor([[0.0, 0.0, 1.0]])).item()
+        if shade:
+            road = lab == ground_label(torch.zeros(1, 2))[0]
+            col = torch.zeros(ground.numel(), 3)
+            axis = torch.full((ground.numel(),), 2, dtype=torch.int64)
+            half = torch.ones(ground.numel(), 3)
+            for mat, m in ((tx.ASPHALT, road), (tx.GRASS, ~road)):
+                if m.any():
+                    col[m] = tx.shade_material(mat, p[m], axis[m], half[m], col[m], fp[m], world.seed)
+            rgb[ground] = col * tx.lambert(torch.tensor([[0.0, 0.0, 1.0]])).item()
 
     obj = torch.nonzero(idx >= 0).squeeze(-1)
     if obj.numel():
@@ -103,6 +129,8 @@ def shade_rays(world: World, t: float, origins: Tensor, dirs: Tensor, pix_angle:
         fp = t_hit[obj] * pix_angle[obj] / cos
         label[obj] = prims_t.label[gidx]
         inst[obj] = prims_t.instance[gidx]
+        if not shade:
+            return rgb, t_hit, label, inst
         # per-primitive texture offset so neighbouring objects differ; a multiple of 10.5 m keeps
         # window (3.5 m), brick (0.5 m) and panel (1.5 m) grids aligned with the box edges
         offset = torch.stack([(gidx * 37 % 101).float(), (gidx * 53 % 97).float(), torch.zeros_like(gidx, dtype=torch.float32)], -1) * 10.5

@@ -12,14 +12,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from selfocc_core.geometry.camera import pixel_grid
-from selfocc_core.geometry.rays import camera_rays
 from selfocc_core.synth.occupancy import (
     KITTI_LIDAR_IN_EGO,
     NUSCENES_LIDAR_IN_EGO,
-    lidar_rays,
+    camera_visibility,
+    lidar_visibility,
     occupancy_semantics,
-    ray_visibility,
 )
 from selfocc_core.synth.render import RenderOutput, render_cameras
 from selfocc_core.synth.rigs import Rig, get_rig
@@ -87,13 +85,13 @@ class SyntheticSequence:
         sem = occupancy_semantics(self.world, t, T, grid)
         h, w = MASK_RAYS_PER_CAMERA
         T_world_cam = torch.tensor(np.stack([T @ c.T_ego_cam for c in self.rig.cameras]), dtype=torch.float32)
-        N = len(self.rig.cameras)
-        uv = pixel_grid(h, w).reshape(1, -1, 2).expand(N, -1, -1)
-        o, d, _ = camera_rays(uv, self.intrinsics(h, w), T_world_cam)
-        mask_cam = ray_visibility(self.world, t, o.reshape(-1, 3), d.reshape(-1, 3), T, grid)
-        lidar_pos = KITTI_LIDAR_IN_EGO if self.rig.name == "kitti" else NUSCENES_LIDAR_IN_EGO
-        lo, ld = lidar_rays(T, lidar_pos, beams=64 if self.rig.name == "kitti" else 32)
-        mask_lidar = ray_visibility(self.world, t, lo, ld, T, grid)
+        K = self.intrinsics(h, w)
+        depth = render_cameras(self.world, t, K, T_world_cam, h, w, shade=False).depth
+        mask_cam = camera_visibility(depth, K, self.T_ego_cam(), grid)
+        if self.rig.name == "kitti":
+            mask_lidar = lidar_visibility(self.world, t, T, grid, KITTI_LIDAR_IN_EGO, beams=64, fov_deg=(-24.9, 2.0))
+        else:
+            mask_lidar = lidar_visibility(self.world, t, T, grid, NUSCENES_LIDAR_IN_EGO)
         return FrameGT(sem, mask_cam, mask_lidar)
 
     def _check(self, i: int):
