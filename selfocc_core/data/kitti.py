@@ -267,6 +267,8 @@ class KittiOdometryDataset(_KittiDataset):
         for c in cameras:
             if not (c.startswith("image_") and c[6:].isdigit()):
                 raise ValueError(f"KITTI odometry: camera '{c}' is not one of image_0..image_3")
+            if f"P{c[6:]}" not in calib:
+                raise ValueError(f"KITTI odometry: camera '{c}' has no field 'P{c[6:]}' in {calib_path}")
             Kc, T_camk_cam0 = split_projection(_field(calib, f"P{c[6:]}", 12, calib_path))
             K[c] = Kc
             T_ego_cam[c] = T_ego_cam0 @ invert_transform(T_camk_cam0)
@@ -357,6 +359,8 @@ class KittiRawDataset(_KittiDataset):
         for c in cameras:
             if not (c.startswith("image_0") and c[7:].isdigit()):
                 raise ValueError(f"KITTI raw: camera '{c}' is not one of image_00..image_03")
+            if f"P_rect_0{c[7:]}" not in c2c:
+                raise ValueError(f"KITTI raw: camera '{c}' has no field 'P_rect_0{c[7:]}' in {c2c_path}")
             Kc, T_camk_rect0 = split_projection(_field(c2c, f"P_rect_0{c[7:]}", 12, c2c_path))
             K[c] = Kc
             T_ego_cam[c] = invert_transform(T_camk_rect0 @ T_rect0_velo)
