@@ -130,6 +130,25 @@ def _load_pixels(data) -> np.ndarray:
     return data
 
 
+def _poses_by_stamp(poses: list[PoseRecord]) -> dict[int, np.ndarray]:
+    """One ego pose per stamp. TF holds one pose per instant, so poses that several sensors
+    imply for the same stamp (DDAD: ~1 cm apart) are averaged (translation mean, rotation
+    projected back onto SO(3))."""
+    groups: dict[int, list[np.ndarray]] = {}
+    for p in poses:
+        groups.setdefault(p.stamp_ns, []).append(np.asarray(p.T_odom_base, dtype=np.float64))
+    out = {}
+    for t, Ts in groups.items():
+        if len(Ts) == 1 or all(np.allclose(T, Ts[0], atol=1e-9) for T in Ts):
+            out[t] = Ts[0]
+            continue
+        M = np.mean([T[:3, :3] for T in Ts], axis=0)
+        U, _, Vt = np.linalg.svd(M)
+        R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+        out[t] = make_transform(R, np.mean([T[:3, 3] for T in Ts], axis=0))
+    return out
+
+
 def write_recording(rec: Recording, out: str | Path, storage: str = "mcap", compressed: bool = False,
                     overwrite: bool = False, progress: bool = False) -> dict:
     """Write `rec` as a rosbag2 at `out` (atomically). Returns {topic: message count}."""
@@ -151,13 +170,14 @@ def write_recording(rec: Recording, out: str | Path, storage: str = "mcap", comp
         bag.custom_data.update({"source": rec.source, **{k: str(v) for k, v in rec.info.items()}})
         static = [transform_stamped(c.T_base_cam, t0, rec.base_frame, c.frame_id) for c in rec.cameras]
         bag.write("/tf_static", TF_MESSAGE, t0, tf_message(static), qos=QOS_LATCHED)
+        pose_at = _poses_by_stamp(rec.poses)
         last_pose_ns = None
         for stamp, kind, item in iterator:
             if kind == 0:
                 if stamp == last_pose_ns:
                     continue  # several cameras can share one ego pose
                 last_pose_ns = stamp
-                tf = transform_stamped(item.T_odom_base, stamp, rec.odom_frame, rec.base_frame)
+                tf = transform_stamped(pose_at[stamp], stamp, rec.odom_frame, rec.base_frame)
                 bag.write("/tf", TF_MESSAGE, stamp, tf_message([tf]), qos=QOS_TF)
                 continue
             cam = cams[item.camera]
