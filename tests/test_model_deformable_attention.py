@@ -124,3 +124,22 @@ def test_project_reference_points_centre_and_behind():
     ref, mask = project_reference_points(pts, K, T, (60, 80))
     torch.testing.assert_close(ref[0, 0, 0, 0], torch.tensor([0.5, 0.5]))
     assert mask.tolist() == [[[True, False]]]
+
+
+def test_image_cross_attention_rebatch_equals_dense():
+    torch.manual_seed(0)
+    C, B, N, Q = 8, 2, 3, 7
+    ica = ImageCrossAttention(C, 2, 2, 2, 2, value_dim=C)
+    torch.nn.init.normal_(ica.attn.sampling_offsets.weight, std=0.3)
+    torch.nn.init.normal_(ica.attn.attention_weights.weight, std=0.3)
+    q = torch.randn(B, Q, C, requires_grad=True)
+    ref = torch.rand(B * N, Q, 1, 2, 2)
+    feats = [torch.randn(B * N, C, 6, 8), torch.randn(B * N, C, 3, 4)]
+    mask = torch.rand(B, N, Q) < 0.4
+    out = ica(q, ref, mask, feats)
+    g = torch.autograd.grad(out.square().sum(), q)[0]
+    ica.rebatch = False
+    dense = ica(q, ref, mask, feats)
+    g_dense = torch.autograd.grad(dense.square().sum(), q)[0]
+    torch.testing.assert_close(out, dense, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g, g_dense, atol=1e-5, rtol=1e-5)

@@ -115,7 +115,7 @@ def test_config_yaml_roundtrip_and_validation(tmp_path):
     with pytest.raises(ValueError, match="divisible"):
         tiny_config(embed_dim=30, num_heads=4)
     p = nuscenes_config()
-    assert (p.backbone_depth, p.embed_dim, p.num_layers, p.lifter) == (50, 96, 4, "tpv")
+    assert (p.backbone_depth, p.embed_dim, p.num_layers, p.lifter, p.scene.shape) == (50, 96, 4, "tpv", (200, 200, 16))
     with pytest.raises(FileNotFoundError):
         SelfOccModel(tiny_config(pretrained=str(tmp_path / "missing.pth")))
 
@@ -132,9 +132,27 @@ def test_pretrained_backbone_is_loaded(tmp_path):
 
 @pytest.mark.slow
 def test_nuscenes_preset_forward_six_cameras():
-    model = SelfOccModel(nuscenes_config()).eval()
+    cfg = nuscenes_config(num_samples=64)
+    model = SelfOccModel(cfg).eval()
     frame = make_frame(N=6, H=96, W=192)
     with torch.no_grad():
-        rays, out = render_frame(model, frame, stride=16)
+        field = model(frame)
+        rays = generate_rays(frame.K[None], frame.T_ego_cam[None], frame.image_size, 16, False, cfg.scene)
+        out = model.render(field, rays)
+    assert field.sdf_volume().shape == (1, 200, 200, 16)
     assert out.depth.shape == (1, 6 * 6 * 12) and torch.isfinite(out.depth).all()
-    assert model(frame).sdf_volume().shape == (1, 200, 200, 16)
+
+
+def test_chunked_render_equals_full():
+    torch.manual_seed(0)
+    cfg = tiny_config(num_classes=2)
+    model = SelfOccModel(cfg).eval()
+    frame = make_frame(N=2, H=32, W=48)
+    with torch.no_grad():
+        field = model(frame)
+        rays = generate_rays(frame.K[None], frame.T_ego_cam[None], frame.image_size, 4, False, cfg.scene)
+        full = model.render(field, rays)
+        chunked = model.render(field, rays, chunk_rays=37, return_samples=False)
+    for name in ("depth", "rgb", "semantics", "weights", "accumulation", "t"):
+        torch.testing.assert_close(getattr(chunked, name), getattr(full, name))
+    assert chunked.points is None and chunked.gradients is None and full.points.shape[1] == rays.origins.shape[1]

@@ -11,6 +11,7 @@ Everything is in the ego frame of the input frame.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Sequence
 
 import torch
@@ -84,14 +85,24 @@ class SelfOccModel(nn.Module):
 
     def render(self, field: SceneField, rays: RayBundle, num_samples: Optional[int] = None,
                stratified: Optional[bool] = None, cos_anneal_ratio: Optional[float] = None,
-               generator: Optional[torch.Generator] = None) -> RenderOutputs:
+               generator: Optional[torch.Generator] = None, chunk_rays: Optional[int] = None,
+               return_samples: bool = True) -> RenderOutputs:
         """NeuS-render ``rays`` (``[B, R]``) through ``field``.
 
         num_samples defaults to ``cfg.num_samples``; stratified (jittered samples) defaults to
-        ``self.training``. The outputs include the sample points and SDF gradients (eikonal loss).
+        ``self.training``; cos_anneal_ratio to ``self.cos_anneal_ratio``. With
+        ``return_samples`` the outputs include the sample points, SDF gradients and bin widths
+        (for the eikonal / Hessian losses). ``chunk_rays`` renders at most that many rays at a
+        time (for big evaluation renders under ``torch.no_grad``; results are concatenated).
         """
         if rays.origins.shape[0] != field.batch_size:
             raise ValueError(f"render: rays batch {rays.origins.shape[0]} != field batch {field.batch_size}")
+        R = rays.origins.shape[1]
+        if chunk_rays is not None and R > chunk_rays:
+            parts = [self.render(field, _slice_rays(rays, i, min(i + chunk_rays, R)), num_samples, stratified,
+                                 cos_anneal_ratio, generator, None, return_samples)
+                     for i in range(0, R, chunk_rays)]
+            return _cat_outputs(parts)
         S = num_samples or self.cfg.num_samples
         strat = self.training if stratified is None else stratified
         t, deltas = sample_along_rays(rays.near, rays.far, S, strat, self.cfg.sample_spacing, generator)
@@ -101,5 +112,25 @@ class SelfOccModel(nn.Module):
                           values.rgb, values.semantics,
                           self.cos_anneal_ratio if cos_anneal_ratio is None else cos_anneal_ratio,
                           far=rays.far, ray_mask=rays.valid)
-        out.points = points
+        if return_samples:
+            out.points = points
+        else:
+            out.gradients = out.deltas = None
         return out
+
+
+def _slice_rays(rays: RayBundle, start: int, stop: int) -> RayBundle:
+    kw = {f.name: getattr(rays, f.name) for f in dataclasses.fields(rays)}
+    for k, v in kw.items():
+        if isinstance(v, Tensor):
+            kw[k] = v[:, start:stop]
+    kw["grid_shape"] = None  # a chunk is not a full ray image
+    return RayBundle(**kw)
+
+
+def _cat_outputs(parts: list[RenderOutputs]) -> RenderOutputs:
+    kw = {}
+    for f in dataclasses.fields(RenderOutputs):
+        vals = [getattr(p, f.name) for p in parts]
+        kw[f.name] = None if vals[0] is None else torch.cat(vals, dim=1)
+    return RenderOutputs(**kw)
