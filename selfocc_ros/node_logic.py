@@ -1,0 +1,400 @@
+"""The ROS-free core of the occupancy node: frame assembly, drop-old worker, diagnostics bookkeeping.
+
+The node (occupancy_node.py) is a thin adapter around these pieces: it feeds synchronized
+image sets in, and turns their results into messages. Nothing here imports rclpy, so all of it
+is unit-testable with plain message objects and a dict-backed TF lookup.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from selfocc_core.data.sample import Frame
+from selfocc_core.geometry.transforms import invert_transform
+from selfocc_ros import compat
+from selfocc_ros import conversions as conv
+
+
+class InputError(ValueError):
+    """A synchronized set that cannot become a Frame. ``kind`` keys diagnostics and throttling."""
+
+    def __init__(self, kind: str, camera: str, message: str):
+        super().__init__(f"[{kind}] {camera + ': ' if camera else ''}{message}")
+        self.kind = kind
+        self.camera = camera
+
+
+# kinds of InputError (diagnostic keys)
+ERR_IMAGE = "image"  # bad encoding / data length / corrupt compressed payload
+ERR_SIZE = "size"  # image size != camera_info size, or cameras of different sizes
+ERR_INFO = "camera_info"  # no or invalid CameraInfo
+ERR_TF = "tf"  # TF lookup failed (unknown frame, extrapolation, NaN rejected upstream)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One camera input."""
+
+    name: str
+    """Camera name as the model knows it (e.g. CAM_FRONT); also names ~/depth/<name>."""
+    image_topic: str
+    """sensor_msgs/Image topic, or sensor_msgs/CompressedImage topic when `compressed`."""
+    info_topic: str
+    """sensor_msgs/CameraInfo topic (latest message is used; its size must match the image)."""
+    compressed: bool = False
+    """Subscribe to CompressedImage (JPEG/PNG) instead of raw Image."""
+    frame_id: str = ""
+    """Optical frame (REP 103 *_optical_frame) for TF; empty = the image header's frame_id."""
+
+
+# ----------------------------------------------------------------------------- frame assembly
+
+
+def decode_image(msg, camera: str) -> np.ndarray:
+    """Image or CompressedImage -> ``[H, W, 3] uint8`` RGB, ConversionError -> InputError(image)."""
+    try:
+        if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+            return conv.compressed_to_rgb(msg)
+        return compat.image_to_rgb(msg)
+    except conv.ConversionError as e:
+        raise InputError(ERR_IMAGE, camera, str(e)) from e
+
+
+TfLookup = Callable[[str, str, int], np.ndarray]
+"""``lookup(target_frame, source_frame, stamp_ns) -> 4x4 T_target_source``; raises on failure."""
+
+
+@dataclass
+class AssembledFrame:
+    frame: Frame
+    stamp_ns: int
+    headers: list  # per camera std_msgs/Header of the input image (depth images reuse it)
+    decode_s: float
+    tf_s: float
+
+
+def assemble_frame(
+    images: Sequence,
+    infos: Sequence,
+    cameras: Sequence[CameraConfig],
+    tf_lookup: TfLookup,
+    base_frame: str,
+    odom_frame: str,
+) -> AssembledFrame:
+    """Synchronized image messages + latest CameraInfos + TF -> a model Frame.
+
+    images[i]/infos[i] belong to cameras[i]. The frame's stamp is camera 0's image stamp;
+    ``T_world_ego = T_odom_base(t0)`` and, folding per-camera ego motion as the readers do,
+    ``T_ego_cam_i = T_odom_base(t0)^-1 @ T_odom_cam_i(t_i)``.
+    Raises InputError (kind image/size/camera_info/tf).
+    """
+    if not (len(images) == len(infos) == len(cameras)):
+        raise ValueError(f"assemble_frame: {len(images)} images, {len(infos)} infos, {len(cameras)} cameras")
+    t0 = time.perf_counter()
+    rgbs, Ks = [], []
+    for msg, info, cam in zip(images, infos, cameras):
+        if info is None:
+            raise InputError(ERR_INFO, cam.name, f"no CameraInfo received yet on {cam.info_topic}")
+        rgb = decode_image(msg, cam.name)
+        try:
+            conv.check_image_matches_info(rgb.shape[:2], info, cam.name)
+            K = conv.camera_info_to_K(info)
+        except conv.ConversionError as e:
+            raise InputError(ERR_SIZE if "camera_info says" in str(e) else ERR_INFO, cam.name, str(e)) from e
+        rgbs.append(rgb)
+        Ks.append(K)
+    sizes = {r.shape[:2] for r in rgbs}
+    if len(sizes) != 1:
+        raise InputError(ERR_SIZE, "", f"cameras have different image sizes {sorted(sizes)}; the model needs one size")
+    t1 = time.perf_counter()
+
+    stamps = [conv.stamp_to_ns(m.header.stamp) for m in images]
+    stamp0 = stamps[0]
+    try:
+        T_world_ego = np.asarray(tf_lookup(odom_frame, base_frame, stamp0), dtype=np.float64)
+    except Exception as e:  # tf2 exceptions have no common importable base here
+        raise InputError(ERR_TF, "", f"{odom_frame} <- {base_frame} at {stamp0 / 1e9:.3f}: {e}") from e
+    T_ego_world = invert_transform(T_world_ego)
+    T_ego_cams = []
+    for msg, cam, st in zip(images, cameras, stamps):
+        cam_frame = cam.frame_id or msg.header.frame_id
+        if not cam_frame:
+            raise InputError(ERR_TF, cam.name, "image has an empty header.frame_id and no frame_id is configured")
+        try:
+            T_world_cam = np.asarray(tf_lookup(odom_frame, cam_frame, st), dtype=np.float64)
+        except Exception as e:
+            raise InputError(ERR_TF, cam.name, f"{odom_frame} <- {cam_frame} at {st / 1e9:.3f}: {e}") from e
+        T_ego_cams.append(T_ego_world @ T_world_cam)
+    T_ego_cam = np.stack(T_ego_cams)
+    if not (np.isfinite(T_ego_cam).all() and np.isfinite(T_world_ego).all()):
+        raise InputError(ERR_TF, "", "TF produced a non-finite transform")
+    t2 = time.perf_counter()
+
+    images_t = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float().div_(255.0)
+    frame = Frame(
+        images=images_t.contiguous(),
+        K=torch.from_numpy(np.stack(Ks)).float(),
+        T_ego_cam=torch.from_numpy(T_ego_cam).float(),
+        T_world_ego=torch.from_numpy(T_world_ego).float(),
+        timestamp=stamp0 / 1e9,
+        camera_names=[c.name for c in cameras],
+    )
+    return AssembledFrame(frame, stamp0, [m.header for m in images], t1 - t0, t2 - t1)
+
+
+# ----------------------------------------------------------------------------- worker
+
+
+class LatestWorker:
+    """Runs ``process(item)`` on a thread, always on the newest submitted item (drop-old).
+
+    ``submit`` never blocks: an item still waiting when a newer one arrives is dropped and
+    counted. Exceptions from ``process`` go to ``on_error`` (the thread keeps running).
+    """
+
+    def __init__(self, process: Callable[[object], None], on_error: Callable[[BaseException], None] | None = None,
+                 name: str = "selfocc-inference"):
+        self._process = process
+        self._on_error = on_error
+        self._cond = threading.Condition()
+        self._item = None
+        self._has_item = False
+        self._stop = False
+        self._busy = False
+        self.submitted = 0
+        self.dropped = 0
+        self.processed = 0
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "LatestWorker":
+        self._thread.start()
+        return self
+
+    def submit(self, item) -> bool:
+        """Queue ``item``; returns True when it replaced an unprocessed one (which is dropped)."""
+        with self._cond:
+            replaced = self._has_item
+            self._item, self._has_item = item, True
+            self.submitted += 1
+            if replaced:
+                self.dropped += 1
+            self._cond.notify()
+        return replaced
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._has_item and not self._busy
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._has_item and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                item, self._item, self._has_item = self._item, None, False
+                self._busy = True
+            try:
+                self._process(item)
+                self.processed += 1
+            except BaseException as e:  # keep serving; the node reports it
+                self.errors += 1
+                if self._on_error is not None:
+                    self._on_error(e)
+            finally:
+                with self._cond:
+                    self._busy = False
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+OK, WARN, ERROR, STALE = 0, 1, 2, 3  # diagnostic_msgs/DiagnosticStatus levels
+
+
+@dataclass
+class DiagStatus:
+    name: str
+    level: int
+    message: str
+    values: dict[str, str] = field(default_factory=dict)
+
+
+class RateMeter:
+    """Events per second over a sliding window of the last ``window`` seconds."""
+
+    def __init__(self, window: float = 5.0):
+        self.window = window
+        self.times: collections.deque[float] = collections.deque()
+
+    def tick(self, now: float) -> None:
+        self.times.append(now)
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self.times and self.times[0] < now - self.window:
+            self.times.popleft()
+
+    def rate(self, now: float) -> float:
+        self._trim(now)
+        if len(self.times) < 2:
+            return 0.0
+        span = max(now - self.times[0], self.times[-1] - self.times[0])
+        return (len(self.times) - 1) / span if span > 0 else 0.0
+
+
+class WarnThrottle:
+    """Per-key log throttling: a key may log once every ``period`` seconds."""
+
+    def __init__(self, period: float = 5.0):
+        self.period = period
+        self._last: dict[object, float] = {}
+
+    def should_log(self, key, now: float) -> bool:
+        last = self._last.get(key)
+        if last is None or now - last >= self.period:
+            self._last[key] = now
+            return True
+        return False
+
+
+class NodeStats:
+    """Counters and windows behind /diagnostics. Thread-safe; times are monotonic seconds."""
+
+    def __init__(self, camera_names: Sequence[str], camera_timeout: float, window: float = 5.0):
+        self.camera_names = list(camera_names)
+        self.camera_timeout = camera_timeout
+        self._lock = threading.Lock()
+        self.rx_rate = {c: RateMeter(window) for c in self.camera_names}
+        self.last_rx: dict[str, Optional[float]] = {c: None for c in self.camera_names}
+        self.start_time = time.monotonic()
+        self.synced = RateMeter(window)
+        self.published = RateMeter(window)
+        self.sets_synced = 0
+        self.sets_dropped = 0
+        self.sets_published = 0
+        self.errors: collections.Counter = collections.Counter()  # kind -> count
+        self.last_error: dict[str, str] = {}
+        self.latency = collections.deque(maxlen=50)  # image stamp -> publish (s, ROS clock)
+        self.model_s = collections.deque(maxlen=50)
+        self.overhead_s = collections.deque(maxlen=50)
+
+    def on_image(self, camera: str, now: float) -> None:
+        with self._lock:
+            self.rx_rate[camera].tick(now)
+            self.last_rx[camera] = now
+
+    def on_synced(self, now: float, dropped: bool) -> None:
+        with self._lock:
+            self.sets_synced += 1
+            self.sets_dropped += int(dropped)
+            self.synced.tick(now)
+
+    def on_error(self, kind: str, message: str) -> None:
+        with self._lock:
+            self.errors[kind] += 1
+            self.last_error[kind] = message
+
+    def on_published(self, now: float, latency_s: float, model_s: float, overhead_s: float) -> None:
+        with self._lock:
+            self.sets_published += 1
+            self.published.tick(now)
+            self.latency.append(latency_s)
+            self.model_s.append(model_s)
+            self.overhead_s.append(overhead_s)
+
+    def stale_cameras(self, now: float) -> list[str]:
+        with self._lock:
+            ref = {c: (t if t is not None else self.start_time) for c, t in self.last_rx.items()}
+        return [c for c, t in ref.items() if now - t > self.camera_timeout]
+
+    def statuses(self, now: float, prefix: str = "selfocc_ros") -> list[DiagStatus]:
+        stale = set(self.stale_cameras(now))
+        out = []
+        with self._lock:
+            for c in self.camera_names:
+                last = self.last_rx[c]
+                age = (now - last) if last is not None else float("inf")
+                level = WARN if c in stale else OK
+                msg = (f"no image for {age:.1f} s (timeout {self.camera_timeout:.1f} s)" if last is not None
+                       else "no image received yet") if c in stale else "ok"
+                out.append(DiagStatus(f"{prefix}: camera {c}", level, msg, {
+                    "rate_hz": f"{self.rx_rate[c].rate(now):.2f}",
+                    "age_s": "inf" if last is None else f"{age:.3f}",
+                }))
+            lat = np.array(self.latency) if self.latency else np.zeros(0)
+            values = {
+                "synced_sets": str(self.sets_synced),
+                "dropped_sets": str(self.sets_dropped),
+                "published_sets": str(self.sets_published),
+                "sync_rate_hz": f"{self.synced.rate(now):.2f}",
+                "publish_rate_hz": f"{self.published.rate(now):.2f}",
+                "latency_mean_s": f"{lat.mean():.4f}" if lat.size else "nan",
+                "latency_max_s": f"{lat.max():.4f}" if lat.size else "nan",
+                "model_mean_s": f"{np.mean(self.model_s):.4f}" if self.model_s else "nan",
+                "overhead_mean_s": f"{np.mean(self.overhead_s):.4f}" if self.overhead_s else "nan",
+            }
+            for kind in (ERR_IMAGE, ERR_SIZE, ERR_INFO, ERR_TF, "inference"):
+                values[f"errors_{kind}"] = str(self.errors.get(kind, 0))
+            level, msg = OK, "ok"
+            if self.errors:
+                kind = max(self.last_error, key=lambda k: self.errors[k])
+                level, msg = WARN, f"{sum(self.errors.values())} input errors; last {kind}: {self.last_error[kind]}"
+            if stale:
+                level = max(level, WARN)
+                msg = f"stale cameras: {', '.join(sorted(stale))}" + ("" if msg == "ok" else f"; {msg}")
+            out.insert(0, DiagStatus(f"{prefix}: pipeline", level, msg, values))
+            tf_level = WARN if self.errors.get(ERR_TF) else OK
+            out.insert(1, DiagStatus(f"{prefix}: tf", tf_level, self.last_error.get(ERR_TF, "ok"),
+                                     {"failures": str(self.errors.get(ERR_TF, 0))}))
+        return out
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def load_predictor(checkpoint: str, device: str, model_config: str = ""):
+    """OccupancyPredictor.from_checkpoint with start-up errors that name the file and expected config.
+
+    ``model_config``: optional model YAML the checkpoint's stored config must equal.
+
+    Raises FileNotFoundError (missing file) or ValueError (not a selfocc checkpoint / mismatched
+    config); the node lets these end start-up.
+    """
+    path = Path(checkpoint).expanduser()
+    expected = "a selfocc_core checkpoint (selfocc_core.training.checkpoint.save_checkpoint, e.g. the tiny_synth preset)"
+    if not checkpoint:
+        raise FileNotFoundError(f"parameter 'checkpoint' is empty: set it to {expected}")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (expected {expected})")
+    if model_config and not Path(model_config).expanduser().is_file():
+        raise FileNotFoundError(f"model_config not found: {model_config} (checkpoint {path})")
+    from selfocc_core.inference.predictor import OccupancyPredictor
+
+    try:
+        return OccupancyPredictor.from_checkpoint(str(path), device=device)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as e:  # torch.load / state-dict errors -> one clear message
+        raise ValueError(f"cannot load checkpoint {path}: {type(e).__name__}: {e} (expected {expected})") from e
+
+
+def default_device(requested: str) -> str:
+    if requested in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested

@@ -1,0 +1,333 @@
+"""ROS 2 node: synchronized cameras + TF in, semantic voxel occupancy + depth images out.
+
+    ros2 run selfocc_ros occupancy_node --ros-args --params-file config/occ.yaml -p checkpoint:=model.pt
+    python -m selfocc_ros.occupancy_node --ros-args ...            (same, without ros2cli)
+
+Subscribes (per camera): ``image_topic`` (sensor_msgs/Image, or CompressedImage when
+``compressed``), ``info_topic`` (sensor_msgs/CameraInfo, latest kept), /tf, /tf_static.
+Publishes, stamped with the input image stamp:
+  ~/occupancy          sensor_msgs/PointCloud2   occupied voxel centres (x,y,z,confidence,label) in base_frame
+  ~/occupancy_markers  visualization_msgs/MarkerArray  DELETEALL + one CUBE_LIST per class
+  ~/grid               selfocc_msgs/OccupancyGrid3D    the dense grid (when selfocc_msgs is importable)
+  ~/depth/<camera>     sensor_msgs/Image 32FC1   rendered depth, with the camera image's header
+  /diagnostics         diagnostic_msgs/DiagnosticArray
+
+Structure (lifecycle-style): ``configure()`` reads parameters and loads the model (a missing or
+mismatched checkpoint ends start-up with a message naming the file), ``activate()`` creates the
+subscriptions and the inference worker, ``deactivate()`` / ``cleanup()`` undo them. The executor
+thread only queues synchronized sets; decoding, TF lookups (which may wait ``tf_timeout``),
+inference and publishing run on the worker, always on the newest set (older ones are dropped).
+
+Large images over Fast DDS: export FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in *every* process
+of the graph (publishers, this node, RViz); see docs in config/occ.yaml.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+import rclpy
+import rclpy.executors
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
+
+from selfocc_ros import compat
+from selfocc_ros import conversions as conv
+from selfocc_ros.node_logic import (
+    CameraConfig,
+    InputError,
+    LatestWorker,
+    NodeStats,
+    WarnThrottle,
+    assemble_frame,
+    default_device,
+    load_predictor,
+)
+
+NUSCENES_CAMERAS = ["CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT"]
+
+
+def _grid_msg_type():
+    try:
+        from selfocc_msgs.msg import OccupancyGrid3D
+
+        return OccupancyGrid3D
+    except ImportError:
+        return None
+
+
+class OccupancyNode(Node):
+    """See the module docstring. ``predictor`` (an object with ``predict(Frame)``) skips checkpoint loading."""
+
+    def __init__(self, predictor=None, node_name: str = "selfocc_occupancy", **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._injected_predictor = predictor
+        self.predictor = None
+        self.cameras: list[CameraConfig] = []
+        self._sync = None
+        self._worker: Optional[LatestWorker] = None
+        self._infos: dict[str, CameraInfo] = {}
+        self._infos_lock = threading.Lock()
+        self._timers = []
+        self._declare_parameters()
+        self.pub_cloud = self.pub_markers = self.pub_grid = self.pub_diag = None
+        self.pub_depth: dict[str, object] = {}
+        self.stats: Optional[NodeStats] = None
+        self.throttle = WarnThrottle(float(self.get_parameter("warn_throttle").value))
+        self.on_result = None  # optional hook(stamp_ns, prediction) for in-process tests/benchmarks
+
+    # ------------------------------------------------------------------ parameters
+
+    def _declare(self, name, default, description):
+        self.declare_parameter(name, default, ParameterDescriptor(description=description))
+
+    def _declare_parameters(self) -> None:
+        d = self._declare
+        d("camera_names", NUSCENES_CAMERAS, "camera names, in the model's camera order")
+        d("image_transport", "raw", "'raw' (sensor_msgs/Image) or 'compressed' (sensor_msgs/CompressedImage)")
+        d("base_frame", "base_link", "ego frame of the grid, point cloud and markers (REP 105)")
+        d("odom_frame", "odom", "fixed frame for the ego pose at each image stamp")
+        d("checkpoint", "", "selfocc checkpoint file (save_checkpoint output)")
+        d("model_config", "", "optional model YAML the checkpoint's config must match (empty: no check)")
+        d("device", "auto", "torch device: auto (cuda if available), cpu, cuda, cuda:1 ...")
+        d("sync.slop", 0.05, "approximate-time sync: max stamp spread of a camera set [s]")
+        d("sync.queue_size", 10, "approximate-time sync: messages queued per camera")
+        d("publish.pointcloud", True, "publish ~/occupancy (PointCloud2)")
+        d("publish.markers", True, "publish ~/occupancy_markers (MarkerArray)")
+        d("publish.depth", True, "publish ~/depth/<camera> (32FC1)")
+        d("publish.grid", True, "publish ~/grid (selfocc_msgs/OccupancyGrid3D)")
+        d("publish.grid_confidence", True, "fill OccupancyGrid3D.confidence")
+        d("publish.grid_sdf", False, "fill OccupancyGrid3D.sdf")
+        d("publish.marker_alpha", 1.0, "marker colour alpha")
+        d("qos.sensor_data", True, "inputs use the sensor-data QoS (best effort, depth 5); false: reliable")
+        d("qos.depth", 5, "history depth of image/camera_info subscriptions")
+        d("camera_timeout", 1.0, "a camera silent for longer [s] is reported stale")
+        d("tf_timeout", 0.1, "how long the worker waits for TF at an image stamp [s]")
+        d("tf_cache_time", 10.0, "TF buffer length [s]")
+        d("diagnostics_period", 1.0, "period of /diagnostics [s]")
+        d("warn_throttle", 5.0, "same warning at most once per this many seconds")
+        names = list(self.get_parameter("camera_names").value)
+        compressed = self.get_parameter("image_transport").value == "compressed"
+        for n in names:
+            suffix = "/image_raw/compressed" if compressed else "/image_raw"
+            d(f"cameras.{n}.image_topic", f"/{n}{suffix}", f"image topic of {n}")
+            d(f"cameras.{n}.info_topic", f"/{n}/camera_info", f"camera_info topic of {n}")
+            d(f"cameras.{n}.frame_id", "", f"optical frame of {n} (empty: the image header's frame_id)")
+
+    def p(self, name):
+        return self.get_parameter(name).value
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def configure(self) -> None:
+        """Read parameters, load the model, create publishers. Raises on a bad checkpoint."""
+        transport = self.p("image_transport")
+        if transport not in ("raw", "compressed"):
+            raise ValueError(f"parameter image_transport must be 'raw' or 'compressed', got '{transport}'")
+        self.cameras = [
+            CameraConfig(n, self.p(f"cameras.{n}.image_topic"), self.p(f"cameras.{n}.info_topic"),
+                         transport == "compressed", self.p(f"cameras.{n}.frame_id"))
+            for n in self.p("camera_names")
+        ]
+        if not self.cameras:
+            raise ValueError("parameter camera_names is empty")
+        if self._injected_predictor is not None:
+            self.predictor = self._injected_predictor
+        else:
+            device = default_device(self.p("device"))
+            self.get_logger().info(f"loading checkpoint {self.p('checkpoint')} on {device}")
+            self.predictor = load_predictor(self.p("checkpoint"), device, self.p("model_config"))
+        self.stats = NodeStats([c.name for c in self.cameras], float(self.p("camera_timeout")))
+
+        out_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        if self.p("publish.pointcloud"):
+            self.pub_cloud = self.create_publisher(PointCloud2, "~/occupancy", out_qos)
+        if self.p("publish.markers"):
+            self.pub_markers = self.create_publisher(MarkerArray, "~/occupancy_markers", out_qos)
+        if self.p("publish.depth"):
+            self.pub_depth = {c.name: self.create_publisher(Image, f"~/depth/{c.name}", out_qos) for c in self.cameras}
+        if self.p("publish.grid"):
+            grid_type = _grid_msg_type()
+            if grid_type is None:
+                self.get_logger().warning(
+                    "selfocc_msgs is not importable: ~/grid disabled (build it with `python tools/build_msgs.py`)")
+            else:
+                self.pub_grid = self.create_publisher(grid_type, "~/grid", out_qos)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.tf_buffer, self.tf_listener, self.tf_lookup = None, None, None
+        try:
+            self.tf_buffer, self.tf_listener, self.tf_lookup = compat.make_tf(self, float(self.p("tf_cache_time")))
+        except ImportError as e:
+            self.get_logger().error(f"no TF input: {e}")
+        self.get_logger().info(f"backends: {compat.backends()}; cameras: {[c.name for c in self.cameras]}")
+
+    def activate(self) -> None:
+        """Start the worker, subscriptions and the diagnostics timer."""
+        self._worker = LatestWorker(self._process, on_error=self._on_worker_error).start()
+        qos = qos_profile_sensor_data if self.p("qos.sensor_data") else QoSProfile(
+            depth=int(self.p("qos.depth")), reliability=ReliabilityPolicy.RELIABLE)
+        if self.p("qos.sensor_data"):
+            qos = QoSProfile(depth=int(self.p("qos.depth")), reliability=qos.reliability,
+                             durability=qos.durability, history=qos.history)
+        img_type = CompressedImage if self.cameras[0].compressed else Image
+        self._info_subs = [
+            self.create_subscription(CameraInfo, c.info_topic, lambda m, c=c.name: self._on_info(c, m), qos)
+            for c in self.cameras
+        ]
+        self._sync = compat.make_synchronized_subscribers(
+            self, [(img_type, c.image_topic) for c in self.cameras], qos,
+            int(self.p("sync.queue_size")), float(self.p("sync.slop")), self._on_synced, self._on_image)
+        self._timers.append(self.create_timer(float(self.p("diagnostics_period")), self._publish_diagnostics))
+
+    def deactivate(self) -> None:
+        for t in self._timers:
+            self.destroy_timer(t)
+        self._timers = []
+        if self._sync is not None:
+            self._sync.destroy(self)
+            self._sync = None
+        for s in getattr(self, "_info_subs", []):
+            self.destroy_subscription(s)
+        self._info_subs = []
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+
+    def cleanup(self) -> None:
+        self.deactivate()
+        self.predictor = None  # frees GPU memory held by the model
+
+    def destroy_node(self):
+        self.deactivate()
+        return super().destroy_node()
+
+    # ------------------------------------------------------------------ callbacks (executor thread)
+
+    def _on_info(self, camera: str, msg: CameraInfo) -> None:
+        with self._infos_lock:
+            self._infos[camera] = msg
+
+    def _on_image(self, index: int, msg) -> None:
+        self.stats.on_image(self.cameras[index].name, time.monotonic())
+
+    def _on_synced(self, *msgs) -> None:
+        dropped = self._worker.submit(msgs)
+        self.stats.on_synced(time.monotonic(), dropped)
+
+    def _warn(self, key, text: str) -> None:
+        if self.throttle.should_log(key, time.monotonic()):
+            self.get_logger().warning(text)
+
+    def _on_worker_error(self, e: BaseException) -> None:
+        self.stats.on_error("inference", f"{type(e).__name__}: {e}")
+        self._warn(("inference", type(e).__name__), f"inference failed: {type(e).__name__}: {e}")
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
+        if self.tf_lookup is None:
+            raise RuntimeError("no TF listener (tf2_msgs not importable)")
+        return self.tf_lookup(target, source, stamp_ns, float(self.p("tf_timeout")))
+
+    def _process(self, msgs) -> None:
+        t_start = time.perf_counter()
+        with self._infos_lock:
+            infos = [self._infos.get(c.name) for c in self.cameras]
+        try:
+            assembled = assemble_frame(msgs, infos, self.cameras, self._lookup, self.p("base_frame"), self.p("odom_frame"))
+        except InputError as e:
+            self.stats.on_error(e.kind, str(e))
+            self._warn((e.kind, e.camera), f"dropping camera set: {e}")
+            return
+        t_model = time.perf_counter()
+        pred = self.predictor.predict(assembled.frame)
+        model_s = time.perf_counter() - t_model
+        t_pub = time.perf_counter()
+        self.publish_prediction(pred, assembled)
+        now_ns = self.get_clock().now().nanoseconds
+        overhead = (t_model - t_start) + (time.perf_counter() - t_pub)
+        self.stats.on_published(time.monotonic(), (now_ns - assembled.stamp_ns) / 1e9, model_s, overhead)
+        if self.on_result is not None:
+            self.on_result(assembled, pred)
+
+    def publish_prediction(self, pred, assembled) -> None:
+        """Publish every enabled output for one prediction (stamps = the input image stamp)."""
+        header = Header(stamp=conv.ns_to_stamp(assembled.stamp_ns), frame_id=self.p("base_frame"))
+        grid = pred.grid
+        labels = _np(pred.labels).astype(np.uint8)
+        confidence = _np(pred.confidence).astype(np.float32) if getattr(pred, "confidence", None) is not None else None
+        if self.pub_cloud is not None or self.pub_markers is not None:
+            xyz, lab, conf = conv.occupied_points(labels, confidence, grid.lower, grid.voxel_size)
+            if self.pub_cloud is not None:
+                self.pub_cloud.publish(conv.make_occupancy_cloud(xyz, lab, conf, header))
+            if self.pub_markers is not None:
+                self.pub_markers.publish(conv.make_occupancy_markers(
+                    xyz, lab, grid.voxel_size, header, alpha=float(self.p("publish.marker_alpha"))))
+        if self.pub_grid is not None:
+            sdf = _np(pred.sdf).astype(np.float32) if self.p("publish.grid_sdf") and getattr(pred, "sdf", None) is not None else None
+            msg = conv.fill_grid_msg(self.pub_grid.msg_type(), labels, grid.lower, grid.voxel_size, header,
+                                     confidence=confidence if self.p("publish.grid_confidence") else None, sdf=sdf)
+            self.pub_grid.publish(msg)
+        if self.pub_depth and getattr(pred, "depth", None) is not None:
+            depth = _np(pred.depth).astype(np.float32)
+            for i, cam in enumerate(self.cameras):
+                self.pub_depth[cam.name].publish(conv.depth_to_image(depth[i], assembled.headers[i]))
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        for cam in self.stats.stale_cameras(now):
+            self._warn(("stale", cam), f"camera {cam} silent for more than {self.stats.camera_timeout:.1f} s")
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        for s in self.stats.statuses(now, prefix=self.get_fully_qualified_name().lstrip("/")):
+            arr.status.append(DiagnosticStatus(
+                level=bytes([s.level]), name=s.name, message=s.message, hardware_id="selfocc",
+                values=[KeyValue(key=k, value=v) for k, v in s.values.items()]))
+        listener = self.tf_listener
+        if listener is not None and getattr(listener, "rejected", 0):
+            arr.status.append(DiagnosticStatus(
+                level=bytes([1]), name=f"{self.get_fully_qualified_name().lstrip('/')}: tf input",
+                message=f"{listener.rejected} transforms rejected; last: {listener.last_rejection}",
+                hardware_id="selfocc"))
+        self.pub_diag.publish(arr)
+
+
+def _np(x):
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def main(args=None) -> int:
+    """Entry point: configure (load the model), activate, spin. A bad checkpoint exits with status 1."""
+    with rclpy.init(args=args):
+        node = OccupancyNode()
+        try:
+            node.configure()
+        except (FileNotFoundError, ValueError) as e:
+            node.get_logger().fatal(f"start-up failed: {e}")
+            node.destroy_node()
+            return 1
+        node.activate()
+        try:
+            rclpy.spin(node)
+        except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+            pass
+        finally:
+            node.destroy_node()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

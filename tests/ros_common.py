@@ -1,0 +1,86 @@
+"""Shared helpers of the tests/test_ros_*.py files (not collected: no test_ prefix)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from selfocc_core.classes import FREE_LABEL
+from selfocc_ros import conversions as conv
+
+
+# Rendered synthetic frames, kept between runs (git-ignored) so the world renders once per machine.
+RENDER_CACHE = str(Path(__file__).resolve().parents[1] / ".selfocc_cache" / "ros_tests")
+
+
+def test_domain_id() -> int:
+    """A DDS domain of our own (per process tree) so parallel ROS tests on the machine never mix."""
+    env = os.environ.get("SELFOCC_TEST_DOMAIN")
+    if env:
+        return int(env)
+    return 20 + os.getpid() % 150
+
+
+test_domain_id.__test__ = False  # not a test
+
+
+def ros_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for ROS subprocesses: own domain, localhost only, Fast DDS large-data transport."""
+    env = dict(os.environ)
+    env.update(extra or {})
+    env["ROS_DOMAIN_ID"] = str(test_domain_id())
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def spin_until(executor, predicate, timeout: float, step: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        if executor is None:
+            time.sleep(step)
+        else:
+            executor.spin_once(timeout_sec=step)
+    return predicate()
+
+
+def check_outputs_match(collector, stamp: int, pred, cameras, base_frame="base_link", depth_atol=1e-3,
+                        min_label_agreement=0.999):
+    """Assert that the outputs with ``stamp`` equal the offline prediction ``pred``."""
+    labels = pred.labels.numpy().astype(np.uint8)
+    # dense grid message
+    if collector.grids:
+        g = conv.grid_msg_to_arrays(collector.grids[stamp])
+        assert g.frame_id == base_frame and g.stamp_ns == stamp
+        assert g.labels.shape == labels.shape
+        agree = (g.labels == labels).mean()
+        assert agree >= min_label_agreement, f"grid labels agree on {agree:.5f} of voxels"
+        assert g.lower == tuple(np.float64(v) for v in pred.grid.lower) and abs(g.resolution - pred.grid.voxel_size) < 1e-6
+        np.testing.assert_allclose(g.confidence, pred.confidence.numpy(), atol=1e-4)
+    # point cloud: exactly the occupied voxels
+    cloud = collector.clouds[stamp]
+    assert cloud.header.frame_id == base_frame
+    arr = conv.pointcloud2_to_array(cloud)
+    xyz, lab, _ = conv.occupied_points(labels, None, pred.grid.lower, pred.grid.voxel_size)
+    got = {(round(float(a), 3), round(float(b), 3), round(float(c), 3), int(l))
+           for a, b, c, l in zip(arr["x"], arr["y"], arr["z"], arr["label"])}
+    want = {(round(float(a), 3), round(float(b), 3), round(float(c), 3), int(l)) for (a, b, c), l in zip(xyz, lab)}
+    n = max(len(want), 1)
+    assert len(got ^ want) <= (1 - min_label_agreement) * labels.size, f"{len(got ^ want)} of {n} cloud points differ"
+    assert all(int(x) != FREE_LABEL for x in arr["label"])
+    # markers: DELETEALL + per-class cube lists with the same voxel count
+    markers = collector.markers[stamp].markers
+    assert markers[0].action == 3
+    assert sum(len(m.points) for m in markers[1:]) == len(arr)
+    assert all(m.header.frame_id == base_frame and conv.stamp_to_ns(m.header.stamp) == stamp for m in markers[1:])
+    # depth images: camera header, values
+    for k, cam in enumerate(cameras):
+        img = collector.depth[cam][stamp]
+        assert img.encoding == "32FC1" and img.header.frame_id == f"{cam.lower()}_optical_frame"
+        np.testing.assert_allclose(conv.image_to_depth(img), pred.depth[k].numpy(), atol=depth_atol, rtol=1e-4)

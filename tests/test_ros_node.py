@@ -1,0 +1,202 @@
+"""In-process node tests: fixture publisher, occupancy node and collector on one executor, real DDS.
+
+The node runs with the deterministic StandInPredictor here (plumbing, bad input, drop-old);
+test_ros_multiprocess.py runs the real predictor in separate processes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from ros_common import RENDER_CACHE, check_outputs_match, spin_until, test_domain_id  # noqa: E402
+from selfocc_ros.testing import FixturePublisher, OutputCollector, StandInPredictor  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+CAMS = ["CAM_FRONT", "CAM_BACK"]
+NUM_FRAMES = 6  # one rendered drive shared by all tests (renders are cached per process)
+
+
+@pytest.fixture(scope="session")
+def ros_msgs():
+    from selfocc_ros import msg_build
+
+    try:
+        return msg_build.activate_in_process()
+    except msg_build.BuildError as e:
+        pytest.fail(f"interface packages could not be built: {e}")
+
+
+class Graph:
+    """Fixture publisher + occupancy node + collector in one context, spun by a background executor."""
+
+    def __init__(self, predictor=None, faults=None, compressed="", params=None, num_frames=NUM_FRAMES, cams=CAMS):
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        from selfocc_ros.occupancy_node import OccupancyNode
+
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=test_domain_id())
+        self.cams = cams
+        overrides = [Parameter("camera_names", value=cams), Parameter("camera_timeout", value=1.0),
+                     Parameter("diagnostics_period", value=0.2), Parameter("tf_timeout", value=0.1)]
+        if compressed:
+            overrides.append(Parameter("image_transport", value="compressed"))
+        for k, v in (params or {}).items():
+            overrides.append(Parameter(k, value=v))
+        self.node = OccupancyNode(predictor=predictor or StandInPredictor(), context=self.ctx, parameter_overrides=overrides)
+        self.node.configure()
+        self.node.activate()
+        self.pub_node = rclpy.create_node("fixture", context=self.ctx)
+        self.fixture = FixturePublisher(self.pub_node, cams, num_frames=num_frames, height=48, width=88,
+                                        compressed=compressed, faults=faults, start_stamp_ns=1_700_000_000 * 10**9,
+                                        cache_dir=RENDER_CACHE)
+        for i in range(num_frames):  # render up front so playing is fast and timing-stable
+            self.fixture.frame(i)
+        self.sub_node = rclpy.create_node("collector", context=self.ctx)
+        self.out = OutputCollector(self.sub_node, "/selfocc_occupancy", cams)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.ctx)
+        for n in (self.node, self.pub_node, self.sub_node):
+            self.executor.add_node(n)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+        # discovery: wait until the node's image subscriptions see the publishers
+        spin_until(None, lambda: all(p.get_subscription_count() > 0 for p in self.fixture.pub_img.values())
+                   and self.node.pub_cloud.get_subscription_count() > 0, 10.0)
+
+    def play(self, i, wait_output=True, timeout=10.0):
+        stamp = self.fixture.publish_frame(i)
+        if wait_output:
+            ok = spin_until(None, lambda: self.out.complete([stamp]), timeout)
+            assert ok, f"no complete output for frame {i}; stats: errors={dict(self.node.stats.errors)} {self.node.stats.last_error}"
+        return stamp
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        for n in (self.node, self.pub_node, self.sub_node):
+            n.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+@pytest.fixture
+def graph_factory(ros_msgs):
+    graphs = []
+
+    def make(**kw):
+        g = Graph(**kw)
+        graphs.append(g)
+        return g
+
+    yield make
+    for g in graphs:
+        g.close()
+
+
+def test_node_publishes_outputs_equal_to_offline_prediction(graph_factory):
+    g = graph_factory(num_frames=NUM_FRAMES)
+    offline = StandInPredictor()
+    for i in range(3):
+        stamp = g.play(i)
+        assert stamp == g.fixture.stamp_ns(i)
+        check_outputs_match(g.out, stamp, offline.predict(g.fixture.frame(i)), CAMS)
+    # the frames differ, so the outputs must too (guards against publishing a constant)
+    a, b = (np.frombuffer(bytes(g.out.grids[g.fixture.stamp_ns(i)].labels), np.uint8) for i in (0, 2))
+    assert (a != b).any()
+    assert g.node.stats.sets_published == 3 and not g.node.stats.errors
+
+
+def test_node_frame_assembly_uses_tf_and_camera_info(graph_factory):
+    seen = []
+    g = graph_factory(num_frames=NUM_FRAMES)
+    g.node.on_result = lambda assembled, pred: seen.append(assembled)
+    g.play(1)
+    frame = g.fixture.frame(1)
+    got = seen[-1].frame
+    np.testing.assert_allclose(got.T_world_ego.numpy(), frame.T_world_ego.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got.T_ego_cam.numpy(), frame.T_ego_cam.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got.K.numpy(), frame.K.numpy(), rtol=1e-6)
+    assert (got.images - frame.images).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit quantisation
+    assert got.camera_names == CAMS and seen[-1].stamp_ns == g.fixture.stamp_ns(1)
+
+
+def test_bad_input_is_reported_and_node_keeps_serving(graph_factory):
+    faults = {1: "encoding", 2: "size", 3: "tf_missing", 4: "tf_nan"}
+    g = graph_factory(faults=faults, num_frames=NUM_FRAMES)
+    offline = StandInPredictor()
+    g.play(0)
+    errors_before = 0
+    for i, kind in faults.items():
+        g.play(i, wait_output=False)
+        assert spin_until(None, lambda: sum(g.node.stats.errors.values()) > errors_before, 5.0), f"fault {kind} not seen"
+        errors_before = sum(g.node.stats.errors.values())
+    stamp = g.play(5)
+    check_outputs_match(g.out, stamp, offline.predict(g.fixture.frame(5)), CAMS)
+    errs = g.node.stats.errors
+    assert errs["image"] == 1 and errs["size"] == 1 and errs["tf"] == 2, dict(errs)
+    assert "yuv422" in g.node.stats.last_error["image"] and "image is 86x48 but camera_info says 88x48" in g.node.stats.last_error["size"]
+    assert "extrapolation" in g.node.stats.last_error["tf"]
+    assert not any(g.fixture.stamp_ns(i) in g.out.clouds for i in faults)
+    # diagnostics over DDS report it
+    assert spin_until(None, lambda: (s := g.out.status("pipeline")) is not None and s.level == b"\x01"
+                      and dict((kv.key, kv.value) for kv in s.values).get("errors_tf") == "2", 3.0)
+    tf_status = g.out.status(": tf")
+    assert tf_status.level == b"\x01" and "extrapolation" in tf_status.message
+
+
+def test_corrupt_compressed_image(graph_factory):
+    g = graph_factory(compressed="png", faults={1: "corrupt"}, num_frames=NUM_FRAMES)
+    offline = StandInPredictor()
+    g.play(0)
+    g.play(1, wait_output=False)
+    assert spin_until(None, lambda: g.node.stats.errors["image"] == 1, 5.0)
+    assert "corrupt compressed image" in g.node.stats.last_error["image"]
+    stamp = g.play(2)
+    check_outputs_match(g.out, stamp, offline.predict(g.fixture.frame(2)), CAMS)  # png is lossless
+
+
+def test_silent_camera_goes_stale_in_diagnostics(graph_factory):
+    g = graph_factory(faults={1: "silent"}, num_frames=NUM_FRAMES, params={"camera_timeout": 0.4})
+    g.play(0)
+    n0 = len(g.out.diagnostics)
+    both = None
+    for i in list(range(1, NUM_FRAMES)) * 2:  # CAM_FRONT keeps sending at ~7 Hz, CAM_BACK is silent
+        g.play(i, wait_output=False)
+        time.sleep(0.15)
+        for arr in reversed(g.out.diagnostics[n0:]):
+            st = {s.name.split("camera ")[-1]: s for s in arr.status if "camera " in s.name}
+            if st and st["CAM_BACK"].level == b"\x01":
+                both = st
+                break
+        if both is not None:
+            break
+    assert both is not None, "CAM_BACK never reported stale"
+    assert "no image for" in both["CAM_BACK"].message
+    assert both["CAM_FRONT"].level == b"\x00", both["CAM_FRONT"].message
+    pipeline = g.out.status("pipeline")
+    assert pipeline.level == b"\x01" and "stale cameras: CAM_BACK" in pipeline.message
+    assert len(g.out.clouds) == 1  # no complete set without CAM_BACK, and no crash
+
+
+def test_worker_drops_old_sets_and_never_blocks_executor(graph_factory):
+    slow = StandInPredictor(delay_s=0.6)
+    g = graph_factory(predictor=slow, num_frames=NUM_FRAMES)
+    stamps = [g.play(i, wait_output=False) for i in range(5)]  # 5 sets within ~0.3 s
+    t0 = time.monotonic()
+    # the executor keeps running callbacks while the model works: diagnostics keep arriving
+    n0 = len(g.out.diagnostics)
+    assert spin_until(None, lambda: len(g.out.diagnostics) >= n0 + 2, 1.0)
+    assert time.monotonic() - t0 < 1.0
+    assert spin_until(None, lambda: stamps[-1] in g.out.clouds, 6.0), "newest set never published"
+    st = g.node.stats
+    assert spin_until(None, lambda: st.sets_published + st.sets_dropped == 5, 3.0)
+    assert st.sets_synced == 5 and st.sets_dropped >= 2 and st.sets_published == 5 - st.sets_dropped
+    assert stamps[-1] in g.out.clouds and not all(s in g.out.clouds for s in stamps)
