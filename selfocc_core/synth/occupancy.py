@@ -152,14 +152,8 @@ def lidar_visibility(world: World, t: float, T_world_ego: np.ndarray, grid: Voxe
     """
     X, Y, Z = grid.shape
     s = grid.voxel_size
-    o, dirs = lidar_rays(T_world_ego, lidar_in_ego, beams, azimuths, fov_deg)
-    prims = world.prims.at(t)
-    sel = cull(prims, o[0], 100.0)
-    sectors = 16
-    groups = list(zip(o.reshape(beams, sectors, -1, 3).transpose(0, 1).reshape(sectors, -1, 3),
-                      dirs.reshape(beams, sectors, -1, 3).transpose(0, 1).reshape(sectors, -1, 3)))
-    t_hit, _ = intersect_groups(prims.subset(sel), groups)
-    rng = t_hit.reshape(sectors, beams, -1).transpose(0, 1).reshape(beams, azimuths)  # (beams, azimuths)
+    o, dirs, t_hit = cast_lidar(world, t, T_world_ego, lidar_in_ego, beams, azimuths, fov_deg)
+    rng = t_hit.reshape(beams, azimuths)
     el_beams = torch.deg2rad(torch.linspace(fov_deg[0], fov_deg[1], beams))
     centers = grid.centers().reshape(-1, 3) - torch.tensor(lidar_in_ego, dtype=torch.float32)
     r = centers.norm(dim=-1).clamp(min=1e-6)
@@ -171,10 +165,28 @@ def lidar_visibility(world: World, t: float, T_world_ego: np.ndarray, grid: Voxe
     mask = near_beam & (r < rng[b, a])
     hit = torch.isfinite(t_hit)
     T = torch.as_tensor(T_world_ego, dtype=torch.float32)
-    # hit points nudged 1 mm into the surface (all rays share the origin o[0])
-    p_world = o[0] + (t_hit[hit, None] + 1e-3) * torch.cat([g[1] for g in groups])[hit]
+    p_world = o[hit] + (t_hit[hit, None] + 1e-3) * dirs[hit]  # nudged 1 mm into the surface
     _mark(mask, grid, transform_points(invert_transform(T), p_world))
     return mask.reshape(X, Y, Z)
+
+
+def cast_lidar(world: World, t: float, T_world_ego: np.ndarray, lidar_in_ego=NUSCENES_LIDAR_IN_EGO, beams: int = 32,
+               azimuths: int = 1024, fov_deg: tuple[float, float] = (-30.67, 10.67), max_range: float = 100.0):
+    """Cast a spinning LiDAR: world ``origins, dirs (beams*azimuths, 3)`` and ranges ``(beams*azimuths,)``
+
+    (beam-major order; inf where nothing is hit within `max_range`).
+    """
+    o, dirs = lidar_rays(T_world_ego, lidar_in_ego, beams, azimuths, fov_deg)
+    prims = world.prims.at(t)
+    sel = cull(prims, o[0], max_range)
+    sectors = 16 if azimuths % 16 == 0 else 1
+    # azimuth sectors are coherent ray groups for cone culling
+    og = o.reshape(beams, sectors, -1, 3).transpose(0, 1).reshape(sectors, -1, 3)
+    dg = dirs.reshape(beams, sectors, -1, 3).transpose(0, 1).reshape(sectors, -1, 3)
+    t_hit, _ = intersect_groups(prims.subset(sel), list(zip(og, dg)))
+    t_hit = t_hit.reshape(sectors, beams, -1).transpose(0, 1).reshape(-1)
+    t_hit = torch.where(t_hit <= max_range, t_hit, torch.full_like(t_hit, float("inf")))
+    return o, dirs, t_hit
 
 
 def lidar_rays(T_world_ego: np.ndarray, lidar_in_ego=NUSCENES_LIDAR_IN_EGO, beams: int = 32, azimuths: int = 1024,

@@ -102,12 +102,12 @@ class CameraSpec:
     K: np.ndarray
     T_ego_cam: np.ndarray
 
-    def K_at(self, height: int, width: int) -> torch.Tensor:
-        """[3, 3] float32 intrinsics for an image rendered at (height, width)."""
+    def K_at(self, height: int, width: int, dtype=torch.float32) -> torch.Tensor:
+        """[3, 3] intrinsics for an image rendered at (height, width)."""
         if height <= 0 or width <= 0:
             raise ValueError(f"camera {self.name}: image size must be positive, got {height}x{width}")
         K = torch.as_tensor(self.K, dtype=torch.float64)
-        return scale_intrinsics(K, width / self.width, height / self.height).float()
+        return scale_intrinsics(K, width / self.width, height / self.height).to(dtype)
 
 
 @dataclass(frozen=True)
