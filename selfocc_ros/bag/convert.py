@@ -168,6 +168,15 @@ def write_recording(rec: Recording, out: str | Path, storage: str = "mcap", comp
         iterator = tqdm(events, desc=f"writing {Path(out).name}", unit="msg")
     with AtomicBagWriter(out, storage=storage, overwrite=overwrite) as bag:
         bag.custom_data.update({"source": rec.source, **{k: str(v) for k, v in rec.info.items()}})
+        # Declare topics in rig order, so readers list the cameras in that order.
+        bag.declare("/tf_static", TF_MESSAGE, QOS_LATCHED)
+        bag.declare("/tf", TF_MESSAGE, QOS_TF)
+        for c in rec.cameras:
+            if compressed:
+                bag.declare(f"{c.topic_ns}/image_raw/compressed", COMPRESSED_IMAGE)
+            else:
+                bag.declare(f"{c.topic_ns}/image_raw", IMAGE)
+            bag.declare(f"{c.topic_ns}/camera_info", CAMERA_INFO)
         static = [transform_stamped(c.T_base_cam, t0, rec.base_frame, c.frame_id) for c in rec.cameras]
         bag.write("/tf_static", TF_MESSAGE, t0, tf_message(static), qos=QOS_LATCHED)
         pose_at = _poses_by_stamp(rec.poses)
@@ -454,6 +463,10 @@ def ddad_recording(root: str | Path, scene: Optional[str] = None) -> Recording:
 # nuScenes (through nuscenes-devkit) ----------------------------------------------------------
 
 
+NUSCENES_CAMERA_ORDER = ["CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT",
+                         "CAM_BACK_RIGHT"]
+
+
 def _nusc_version(root: Path, version: Optional[str]) -> str:
     if version:
         return version
@@ -491,7 +504,8 @@ def nuscenes_recording(root: str | Path, scene: Optional[str] = None, version: O
     if cameras:
         channels = [ch for ch in channels if ch.lower() in {c.lower() for c in cameras}]
     cam_specs, images, poses = [], [], {}
-    for ch in sorted(channels):
+    order = {c: i for i, c in enumerate(NUSCENES_CAMERA_ORDER)}
+    for ch in sorted(channels, key=lambda c: (order.get(c, len(order)), c)):
         sd = nusc.get("sample_data", first["data"][ch])
         while sd["prev"]:
             sd = nusc.get("sample_data", sd["prev"])

@@ -182,13 +182,18 @@ class AtomicBagWriter:
         self._writer.open()
         return self
 
-    def write(self, topic: str, msgtype: str, stamp_ns: int, msg, qos: Qos = QOS_SENSOR) -> None:
+    def declare(self, topic: str, msgtype: str, qos: Qos = QOS_SENSOR):
+        """Register a topic now (topics are listed in metadata.yaml in declaration order)."""
         assert self._writer is not None, "AtomicBagWriter used outside `with`"
         conn = self._connections.get(topic)
         if conn is None:
             conn = self._writer.add_connection(topic, msgtype, typestore=TYPESTORE, offered_qos_profiles=[qos])
             self._connections[topic] = conn
             self.counts[topic] = 0
+        return conn
+
+    def write(self, topic: str, msgtype: str, stamp_ns: int, msg, qos: Qos = QOS_SENSOR) -> None:
+        conn = self.declare(topic, msgtype, qos)
         self._writer.write(conn, int(stamp_ns), TYPESTORE.serialize_cdr(msg, msgtype))
         self.counts[topic] += 1
 
