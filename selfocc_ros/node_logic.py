@@ -382,16 +382,25 @@ def load_predictor(checkpoint: str, device: str, model_config: str = ""):
         raise FileNotFoundError(f"parameter 'checkpoint' is empty: set it to {expected}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (expected {expected})")
-    if model_config and not Path(model_config).expanduser().is_file():
-        raise FileNotFoundError(f"model_config not found: {model_config} (checkpoint {path})")
     from selfocc_core.inference.predictor import OccupancyPredictor
 
     try:
-        return OccupancyPredictor.from_checkpoint(str(path), device=device)
-    except (FileNotFoundError, ValueError):
-        raise
-    except Exception as e:  # torch.load / state-dict errors -> one clear message
+        return OccupancyPredictor.from_checkpoint(str(path), device=device, expected_config=model_config or None)
+    except FileNotFoundError as e:  # a missing model_config preset/file
+        raise FileNotFoundError(f"{e} (checkpoint {path}, model_config '{model_config}')") from e
+    except ValueError as e:
+        raise ValueError(f"cannot use checkpoint {path}: {e} (expected {expected}"
+                         + (f" with the model config '{model_config}')" if model_config else ")")) from e
+    except Exception as e:  # anything else from torch.load / building the model -> one clear message
         raise ValueError(f"cannot load checkpoint {path}: {type(e).__name__}: {e} (expected {expected})") from e
+
+
+def check_predictor_cameras(predictor, camera_names: Sequence[str], checkpoint: str = "") -> None:
+    """The node's cameras must be the checkpoint's training cameras, in order (when it names them)."""
+    expected = list(getattr(predictor, "camera_names", []) or [])
+    if expected and list(camera_names) != expected:
+        raise ValueError(f"checkpoint {checkpoint or '<model>'} was trained on cameras {expected} (in this order), "
+                         f"but the node's parameter camera_names is {list(camera_names)}")
 
 
 def default_device(requested: str) -> str:

@@ -31,6 +31,7 @@ from typing import Optional
 
 import numpy as np
 import rclpy
+import torch
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
@@ -49,6 +50,7 @@ from selfocc_ros.node_logic import (
     NodeStats,
     WarnThrottle,
     assemble_frame,
+    check_predictor_cameras,
     default_device,
     load_predictor,
 )
@@ -99,6 +101,7 @@ class OccupancyNode(Node):
         d("checkpoint", "", "selfocc checkpoint file (save_checkpoint output)")
         d("model_config", "", "optional model YAML the checkpoint's config must match (empty: no check)")
         d("device", "auto", "torch device: auto (cuda if available), cpu, cuda, cuda:1 ...")
+        d("torch_threads", 0, "torch CPU threads (0: torch's default)")
         d("sync.slop", 0.05, "approximate-time sync: max stamp spread of a camera set [s]")
         d("sync.queue_size", 10, "approximate-time sync: messages queued per camera")
         d("publish.pointcloud", True, "publish ~/occupancy (PointCloud2)")
@@ -145,7 +148,10 @@ class OccupancyNode(Node):
         else:
             device = default_device(self.p("device"))
             self.get_logger().info(f"loading checkpoint {self.p('checkpoint')} on {device}")
+            if int(self.p("torch_threads")) > 0:
+                torch.set_num_threads(int(self.p("torch_threads")))
             self.predictor = load_predictor(self.p("checkpoint"), device, self.p("model_config"))
+            check_predictor_cameras(self.predictor, [c.name for c in self.cameras], self.p("checkpoint"))
         self.stats = NodeStats([c.name for c in self.cameras], float(self.p("camera_timeout")))
 
         out_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
