@@ -126,11 +126,14 @@ class DDADDataset(Dataset):
             if key not in scene:
                 raise ValueError(f"{scene_file}: missing field '{key}'")
         data = {d["key"]: d for d in scene["data"]}
+        calibrations: dict[Path, tuple] = {}
         frames = []
         for si, s in enumerate(scene["samples"]):
             where = f"{scene_file} samples[{si}]"
             calib_file = root / "calibration" / f"{s.get('calibration_key', '')}.json"
-            names, K_by, ext_by = self._calibration(calib_file)
+            if calib_file not in calibrations:
+                calibrations[calib_file] = self._calibration(calib_file)
+            names, K_by, ext_by = calibrations[calib_file]
             cameras = list(self.cfg.cameras) or sorted(n for n in names if n.startswith("CAMERA_"))
             for c in cameras:
                 if c not in names:

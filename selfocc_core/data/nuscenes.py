@@ -135,13 +135,17 @@ class NuScenesDataset(Dataset):
                     log.warning("nuScenes %s: no official scene names; using all %d scenes for split '%s'",
                                 self.dataroot, len(scenes), split)
                     names = sorted(scenes)
+        self._chains: list[list[dict]] = []  # per scene and sensor: sample_data in time order
+        self._chain_of: dict[str, int] = {}  # sample_data token -> index into _chains
         self.items: list[tuple[str, str, dict[int, str]]] = []  # (scene name, sample token, {offset: timing sd token})
         for name in names:
             self._index_scene(scenes[name])
 
     # ---- indexing -----------------------------------------------------------------------
     def _chain(self, sd_token: str) -> list[dict]:
-        """All sample_data of one sensor in the scene of ``sd_token``, time-ordered."""
+        """All sample_data of one sensor in the scene of ``sd_token``, time-ordered (cached)."""
+        if sd_token in self._chain_of:
+            return self._chains[self._chain_of[sd_token]]
         nusc = self.nusc
         sd = nusc.get("sample_data", sd_token)
         while sd["prev"]:
@@ -150,6 +154,9 @@ class NuScenesDataset(Dataset):
         while sd["next"]:
             sd = nusc.get("sample_data", sd["next"])
             chain.append(sd)
+        self._chains.append(chain)
+        for rec in chain:
+            self._chain_of[rec["token"]] = len(self._chains) - 1
         return chain
 
     def _index_scene(self, scene: dict) -> None:
@@ -195,8 +202,10 @@ class NuScenesDataset(Dataset):
         except ValueError as e:
             raise ValueError(f"nuScenes calibrated_sensor.json: record {cs['token']}: {e}") from e
 
-    def _nearest(self, chain: list[dict], t: int) -> dict:
-        return min(chain, key=lambda sd: abs(sd["timestamp"] - t))
+    @staticmethod
+    def _nearest(chain: list[dict], t: int) -> dict:
+        ts = np.array([sd["timestamp"] for sd in chain])
+        return chain[int(np.argmin(np.abs(ts - t)))]
 
     def _frame(self, sds: dict[str, dict], ref_sd: dict) -> Frame:
         cfg = self.cfg
