@@ -143,3 +143,15 @@ def test_image_cross_attention_rebatch_equals_dense():
     g_dense = torch.autograd.grad(dense.square().sum(), q)[0]
     torch.testing.assert_close(out, dense, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(g, g_dense, atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_stays_accurate_under_bf16_autocast():
+    # a 200-wide map with a linear ramp: bf16 locations would be off by ~1 pixel
+    W = 200
+    v = torch.arange(W, dtype=torch.float32).view(1, 1, 1, 1, W).expand(1, 1, 1, 2, W).contiguous()
+    x = torch.tensor([0.3, 0.61, 0.8771])
+    loc = torch.stack([x, torch.full_like(x, 0.5)], -1).view(1, 3, 1, 1, 1, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ms_deform_attn([v.bfloat16()], loc, torch.ones(1, 3, 1, 1, 1))
+    # bf16 value storage is exact for integers < 256; sampling must use fp32 coordinates
+    torch.testing.assert_close(out.float().view(3), x * W - 0.5, atol=0.02, rtol=0)

@@ -3,7 +3,8 @@
 Coordinates: sampling locations are normalised image coordinates in [0, 1], ``(x, y) =
 ((u + 0.5) / W, (v + 0.5) / H)`` for pixel-index coordinates (u, v), which is exactly what
 ``grid_sample(..., align_corners=False)`` samples after the map ``g = 2 * loc - 1``.
-Locations outside [0, 1] read zeros.
+Locations outside [0, 1] read zeros. Locations, weights and the bilinear sampling are kept in
+float32 under autocast (bf16 would misplace samples by about a pixel on 200-wide maps).
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ def ms_deform_attn(values: Sequence[Tensor], sampling_locations: Tensor, attenti
             f"ms_deform_attn: got {len(values)} value levels, locations {tuple(sampling_locations.shape)}, "
             f"weights {tuple(attention_weights.shape)}; expected L levels, [B,Q,M,L,P,2] and [B,Q,M,L,P]"
         )
-    grids = sampling_locations * 2.0 - 1.0
+    # sample in float32 even under autocast: bf16 locations are off by ~1 pixel on big maps
+    hi = torch.float64 if sampling_locations.dtype == torch.float64 else torch.float32
+    grids = sampling_locations.to(hi) * 2.0 - 1.0
     out = None
     for lvl, v in enumerate(values):
         Bv, Mv, Dh, H, W = v.shape
         if (Bv, Mv) != (B, M):
             raise ValueError(f"ms_deform_attn: level {lvl} values {tuple(v.shape)} do not match B={B}, M={M}")
-        g = grids[:, :, :, lvl].transpose(1, 2).reshape(B * M, Q, P, 2).to(v.dtype)
-        s = F.grid_sample(v.reshape(B * M, Dh, H, W), g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        g = grids[:, :, :, lvl].transpose(1, 2).reshape(B * M, Q, P, 2)
+        vf = v.reshape(B * M, Dh, H, W)
+        vf = vf.to(torch.promote_types(vf.dtype, hi))
+        s = F.grid_sample(vf, g.to(vf.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
         w = attention_weights[:, :, :, lvl].transpose(1, 2).reshape(B * M, 1, Q, P).to(s.dtype)
         term = (s * w).sum(-1)  # [B*M, Dh, Q]
         out = term if out is None else out + term
@@ -114,8 +119,9 @@ class DeformableAttention(nn.Module):
         if len(values) != L:
             raise ValueError(f"DeformableAttention: expected {L} value levels, got {len(values)}")
         N = BN // B
-        offsets = self.sampling_offsets(query).view(B, Q, M, L, D, P, 2)
-        weights = self.attention_weights(query).view(B, Q, M, L * D * P).softmax(-1).view(B, Q, M, L, D * P)
+        hi = torch.float64 if query.dtype == torch.float64 else torch.float32
+        offsets = self.sampling_offsets(query).view(B, Q, M, L, D, P, 2).to(hi)
+        weights = self.attention_weights(query).view(B, Q, M, L * D * P).to(hi).softmax(-1).view(B, Q, M, L, D * P)
         if N > 1:
             offsets = offsets.repeat_interleave(N, dim=0)
             weights = weights.repeat_interleave(N, dim=0)
