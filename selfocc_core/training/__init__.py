@@ -1,0 +1,1 @@
+"""Training SelfOcc: configs, schedule, checkpoints, the trainer and `selfocc train`."""

@@ -1,0 +1,451 @@
+"""The SelfOcc trainer, organised by the method's steps.
+
+One optimiser step:
+    sample.without_gt()          ground truth never reaches a loss
+    choose_anchor_offset         render the input frame or an adjacent one
+    objective(sample, anchor)    lift the field from the input frame, cast the anchor's rays,
+                                 NeuS-render, compute the self-supervised losses (total.py)
+    backward, clip, AdamW step   a non-finite loss or gradient skips the step (K in a row abort)
+    log / evaluate / checkpoint  log.jsonl + TensorBoard; depth AbsRel and occupancy IoU when the
+                                 evaluation data has ground truth; last.pt + step_*.pt
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
+
+from selfocc_core.classes import FREE_LABEL
+from selfocc_core.data.sample import Sample, collate_samples
+from selfocc_core.io_utils import atomic_path
+from selfocc_core.losses.reprojection import sample_at_pixels
+from selfocc_core.losses.total import LossInputs, compute_losses
+from selfocc_core.model.selfocc import SelfOccModel
+from selfocc_core.rendering.ray_sampler import generate_rays, ray_grid_shape
+from selfocc_core.training import distributed as D
+from selfocc_core.training.anchor import anchor_views, choose_anchor_offset, frames_by_offset
+from selfocc_core.training.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint, unwrap
+from selfocc_core.training.config import ExperimentConfig
+from selfocc_core.training.schedule import build_optimizer, build_scheduler
+
+log = logging.getLogger("selfocc.train")
+
+
+class TrainingDivergedError(RuntimeError):
+    """Too many consecutive non-finite losses."""
+
+
+# --------------------------------------------------------------------------------------------
+# The objective: field from the input frame, rays from the anchor, losses (no ground truth).
+# --------------------------------------------------------------------------------------------
+class Objective(nn.Module):
+    """Wraps the model so that one ``forward`` holds every parameter use (DDP needs that).
+
+    ``forward(sample, anchor_offset)`` -> dict with 'total' (scalar), 'terms' (unweighted
+    scalars), 'stats' (floats) and 'depth' ([B, N, h, w] rendered anchor depth, detached).
+    """
+
+    def __init__(self, model: SelfOccModel, cfg: ExperimentConfig):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+
+    def forward(self, sample: Sample, anchor_offset: int) -> dict:
+        if sample.gt is not None:
+            raise ValueError("Objective: the sample still carries ground truth; call sample.without_gt() first")
+        cfg, lc = self.cfg, self.cfg.loss
+        field_ = self.model(sample.frame)
+        views = anchor_views(sample, anchor_offset)
+        rig = views.anchor_rig
+        image_size = views.anchor.image_size
+        stride = cfg.model.ray_stride
+        rays = generate_rays(rig.K, rig.T_ego0_cam, image_size, stride, random_offset=True, box=cfg.model.scene,
+                             min_near=cfg.model.min_near)
+        render = self.model.render(field_, rays)
+        h, w = ray_grid_shape(image_size, stride)
+        N = rig.images.shape[1]
+        grid = (N, h, w)
+        target = sample_at_pixels(rig.images, rays.camera_index, rays.pixels)
+        B = target.shape[0]
+
+        gradients = hessian = random_sdf = seg = None
+        if lc.eikonal_weight > 0 and render.gradients is not None:
+            g = render.gradients.reshape(B, -1, 3)
+            idx = torch.randint(0, g.shape[1], (min(lc.eikonal_points, g.shape[1]),), device=g.device)
+            gradients = g[:, idx]
+        if lc.hessian_weight > 0 and render.points is not None:
+            p = render.points.reshape(B, -1, 3)
+            idx = torch.randint(0, p.shape[1], (min(lc.hessian_points, p.shape[1]),), device=p.device)
+            hessian = field_.hessian(p[:, idx].detach())
+        if lc.sparsity_weight > 0:
+            lo = torch.tensor(cfg.model.scene.lower, device=target.device)
+            hi = torch.tensor(cfg.model.scene.upper, device=target.device)
+            pts = lo + (hi - lo) * torch.rand(B, lc.sparsity_points, 3, device=target.device)
+            random_sdf = field_.sdf(pts)
+        if lc.semantic_weight > 0 and views.anchor.seg_labels is not None:
+            labels = views.anchor.seg_labels.unsqueeze(2).float()  # [B, N, 1, H, W]
+            seg = sample_at_pixels(labels, rays.camera_index, rays.pixels, mode="nearest")[..., 0].round().long()
+
+        with torch.autocast(device_type=target.device.type, enabled=False):
+            terms = compute_losses(lc, LossInputs(
+                target_rgb=target.float(), rays=rays, render=render, sources=views.sources, grid=grid,
+                gradients=None if gradients is None else gradients.float(),
+                hessian=None if hessian is None else hessian.float(),
+                random_sdf=None if random_sdf is None else random_sdf.float(), seg_labels=seg))
+        depth = render.depth.detach().reshape(B, N, h, w)
+        return {"total": terms.total, "terms": terms.terms, "stats": terms.stats, "depth": depth,
+                "anchor_rgb": target.detach().reshape(B, N, h, w, 3)}
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation against ground truth (never used by the losses).
+# --------------------------------------------------------------------------------------------
+def _gt_depth_at_rays(gt_depth: Tensor, camera_index: Tensor, pixels: Tensor) -> Tensor:
+    return sample_at_pixels(gt_depth.unsqueeze(2), camera_index, pixels, mode="nearest")[..., 0]
+
+
+def ground_plane_occupancy(grid, ground_height: float, device=None) -> Tensor:
+    """Baseline ``[X, Y, Z]`` bool: voxels whose lower face is at or below ``ground_height``
+    (the voxel holding the ground surface and everything beneath it)."""
+    z_lower = grid.centers(device=device)[..., 2] - grid.voxel_size / 2
+    return z_lower <= ground_height + 1e-6
+
+
+@torch.no_grad()
+def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, device: torch.device,
+             max_samples: int, stride: Optional[int] = None) -> dict:
+    """Depth metrics (vs GT depth at the rays of the input frame's cameras) and occupancy IoU
+    (vs GT on the camera mask, with a ground-plane-only baseline) over the first ``max_samples``.
+
+    Returns {} when the dataset has no ground truth.
+    """
+    from selfocc_core.evaluation.depth_metrics import DepthMetrics
+    from selfocc_core.evaluation.occupancy_metrics import GeometryMetrics
+
+    was_training = model.training
+    model.eval()
+    depth_m, occ_m, base_m = DepthMetrics(), GeometryMetrics(), GeometryMetrics()
+    stride = stride or cfg.train.eval_stride
+    try:
+        for i in range(min(max_samples, len(dataset))):
+            s = collate_samples([dataset[i]]).to(device)
+            gt, inp = s.gt, s.without_gt()
+            if gt is None:
+                continue
+            field_ = model(inp.frame)
+            fr = inp.frame
+            if gt.depth is not None:
+                rays = generate_rays(fr.K, fr.T_ego_cam, fr.image_size, stride, random_offset=False,
+                                     box=cfg.model.scene, min_near=cfg.model.min_near)
+                render = model.render(field_, rays)
+                h, w = ray_grid_shape(fr.image_size, stride)
+                pred = render.depth.float().reshape(-1, fr.num_cameras, h, w)
+                gtd = _gt_depth_at_rays(gt.depth.float(), rays.camera_index, rays.pixels).reshape_as(pred)
+                depth_m.update(pred, gtd)
+            if gt.occ_semantics is not None and gt.grid is not None:
+                centres = gt.grid.centers(device=device).unsqueeze(0)  # [1, X, Y, Z, 3]
+                occ = (field_.sdf(centres)[0] <= 0).cpu()
+                gt_occ = (gt.occ_semantics[0] != FREE_LABEL).cpu()
+                mask = None if gt.occ_mask_camera is None else gt.occ_mask_camera[0].bool().cpu()
+                occ_m.update(occ, gt_occ, mask)
+                base_m.update(ground_plane_occupancy(gt.grid, cfg.model.ground_height), gt_occ, mask)
+    finally:
+        model.train(was_training)
+    out = {}
+    if depth_m.num_images:
+        out.update({f"depth/{k}": v for k, v in depth_m.compute().items() if k != "num_images"})
+    if occ_m.num_samples:
+        o, b = occ_m.compute(), base_m.compute()
+        out.update({"occ/iou": o["iou"], "occ/precision": o["precision"], "occ/recall": o["recall"],
+                    "occ/ground_plane_iou": b["iou"]})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Data order: a pure function of (seed, epoch, rank), so a resumed run sees the same batches.
+# --------------------------------------------------------------------------------------------
+class _ListSampler(Sampler):
+    def __init__(self, indices: list[int]):
+        self.indices = indices
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+class _CachedDataset(Dataset):
+    """Keeps samples in memory after their first load (small procedural datasets)."""
+
+    def __init__(self, base: Dataset):
+        self.base, self.cache = base, {}
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        if i not in self.cache:
+            self.cache[i] = self.base[i]
+        return self.cache[i]
+
+
+@dataclass
+class TrainResult:
+    step: int
+    last_loss: float
+    evals: list[dict] = field(default_factory=list)
+    skipped_steps: int = 0
+
+
+class Trainer:
+    """See the module docstring. ``run()`` trains to ``cfg.train.steps`` and returns a TrainResult."""
+
+    def __init__(self, cfg: ExperimentConfig, train_set: Dataset, out_dir: str | Path, env: D.DistEnv,
+                 eval_set: Optional[Dataset] = None, resume: bool = False, progress: bool = True):
+        self.cfg, self.env, self.out = cfg, env, Path(out_dir)
+        self.train_set = _CachedDataset(train_set) if cfg.train.num_workers == 0 else train_set
+        self.eval_set = eval_set
+        self.progress = progress and env.is_main
+        if len(train_set) == 0:
+            raise ValueError("training dataset is empty")
+        self._seed_everything(cfg.train.seed + env.rank)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.model = SelfOccModel(cfg.model).to(env.device)
+        self.objective: nn.Module = Objective(self.model, cfg)
+        if env.distributed:
+            self.objective = nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
+        self.step = 0
+        self.consecutive_nan = 0
+        self.skipped = 0
+        self.sampler = DistributedSampler(self.train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                          seed=cfg.train.seed, drop_last=len(self.train_set) >= env.world_size)
+        self.steps_per_epoch = max(len(self.sampler) // cfg.train.batch_size, 1)
+        self.last_ckpt = self.out / "last.pt"
+        if resume and self.last_ckpt.is_file():
+            self._resume(self.last_ckpt)
+        elif resume:
+            log.warning("--resume: no %s yet, starting from scratch", self.last_ckpt)
+        elif self.last_ckpt.is_file():
+            raise FileExistsError(f"{self.out} already holds a run (last.pt); pass --resume to continue it "
+                                  f"or choose another --out")
+        self.writer = None
+        if env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._open_tensorboard()
+
+    # --- set-up -------------------------------------------------------------------------------
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _open_tensorboard(self) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception as e:  # tensorboard missing or broken: keep training, log.jsonl still works
+            warnings.warn(f"TensorBoard logging disabled: {e}")
+            return
+        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step if self.step else None)
+
+    def _resume(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.env.device, expected_config=self.cfg)
+        self.model.load_state_dict(state["model"])
+        if state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        if state.get("rng") is not None and not self.env.distributed:
+            restore_rng_state(state["rng"])
+        elif self.env.distributed:  # per-rank streams: reseed deterministically from the step
+            self._seed_everything(self.cfg.train.seed + 1000003 * self.step + self.env.rank)
+        if self.env.is_main:
+            log.info("resumed %s at step %d", path, self.step)
+
+    # --- data ---------------------------------------------------------------------------------
+    def _batches(self) -> Iterator[Sample]:
+        """Batches from the current step on, epoch after epoch (same order after a resume)."""
+        bs = self.cfg.train.batch_size
+        epoch, skip = divmod(self.step, self.steps_per_epoch)
+        while True:
+            self.sampler.set_epoch(epoch)
+            indices = list(self.sampler)[skip * bs: self.steps_per_epoch * bs]
+            loader = DataLoader(self.train_set, batch_size=bs, sampler=_ListSampler(indices),
+                                num_workers=self.cfg.train.num_workers, collate_fn=collate_samples, drop_last=True,
+                                pin_memory=self.env.device.type == "cuda",
+                                generator=torch.Generator().manual_seed(self.cfg.train.seed * 100003 + epoch))
+            yield from loader
+            epoch, skip = epoch + 1, 0
+
+    # --- one step -----------------------------------------------------------------------------
+    def train_step(self, batch: Sample) -> dict:
+        """One optimiser step on a collated batch. Returns the logged scalars."""
+        sample = batch.without_gt().to(self.env.device, non_blocking=True)
+        available = set(frames_by_offset(sample))
+        offset = choose_anchor_offset(self.cfg.loss, available)
+        use_bf16 = self.cfg.train.bf16 and self.env.device.type == "cuda"
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = self.objective(sample, offset)
+        total = out["total"]
+        total.backward()
+        grad_norm = None
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.optim.grad_clip > 0 and params:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        elif params:
+            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
+        finite = bool(torch.isfinite(total.detach())) and (grad_norm is None or bool(torch.isfinite(grad_norm)))
+        finite = D.all_ranks_true(self.env, finite)
+        if finite:
+            self.optimizer.step()
+            self.consecutive_nan = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.consecutive_nan += 1
+            self.skipped += 1
+            warnings.warn(f"step {self.step}: non-finite loss or gradient ({float(total.detach()):.4g}); step skipped "
+                          f"({self.consecutive_nan} in a row, abort after {self.cfg.train.max_nan_steps})")
+            if self.consecutive_nan >= self.cfg.train.max_nan_steps:
+                raise TrainingDivergedError(
+                    f"training diverged: {self.consecutive_nan} consecutive non-finite losses at step {self.step} "
+                    f"(last loss {float(total.detach())}); lower optim.lr, raise optim.warmup_steps or check the "
+                    f"data; the last good checkpoint is {self.last_ckpt}")
+        self.scheduler.step()
+        self.step += 1
+        self._last_out = out
+        scalars = {"loss": float(total.detach()), "anchor_offset": float(offset),
+                   "lr": self.optimizer.param_groups[-1]["lr"] if self.optimizer.param_groups else 0.0}
+        scalars.update({f"loss/{k}": float(v.detach()) for k, v in out["terms"].items()})
+        scalars.update({f"stats/{k}": float(v) for k, v in out["stats"].items()})
+        if grad_norm is not None:
+            scalars["grad_norm"] = float(grad_norm)
+        inv_s = unwrap(self.model).inv_s()
+        scalars["neus_inv_s"] = float(inv_s.detach())
+        return scalars
+
+    # --- logging / checkpoints -------------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        if not self.env.is_main:
+            return
+        line = json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()})
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(line + "\n")
+        if self.writer is not None:
+            for k, v in record.items():
+                if k not in ("step", "kind", "time") and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.writer.add_scalar(k if "/" in k else f"train/{k}", v, record["step"])
+
+    def _log_images(self) -> None:
+        if self.writer is None or not hasattr(self, "_last_out"):
+            return
+        depth = self._last_out["depth"][0].float().cpu()  # [N, h, w]
+        inv = 1.0 / depth.clamp(min=0.1)
+        inv = (inv - inv.min()) / (inv.max() - inv.min()).clamp(min=1e-6)
+        self.writer.add_images("render/inverse_depth", inv.unsqueeze(1), self.step, dataformats="NCHW")
+        rgb = self._last_out["anchor_rgb"][0].float().cpu().permute(0, 3, 1, 2).clamp(0, 1)
+        self.writer.add_images("render/anchor_rgb_at_rays", rgb, self.step, dataformats="NCHW")
+
+    def save(self, periodic: bool = True) -> Optional[Path]:
+        if not self.env.is_main:
+            return None
+        extra = {"skipped_steps": self.skipped}
+        save_checkpoint(self.last_ckpt, model=self.model, config=self.cfg, step=self.step,
+                        optimizer=self.optimizer, scheduler=self.scheduler, extra=extra)
+        if periodic:
+            dst = self.out / f"step_{self.step:07d}.pt"
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(self.last_ckpt, tmp)
+            old = sorted(self.out.glob("step_*.pt"))
+            for p in old[:max(len(old) - self.cfg.train.keep_checkpoints, 0)]:
+                p.unlink(missing_ok=True)
+        return self.last_ckpt
+
+    def run_eval(self) -> dict:
+        if self.eval_set is None or not self.env.is_main:
+            return {}
+        t0 = time.time()
+        metrics = evaluate(self.model, self.eval_set, self.cfg, self.env.device, self.cfg.train.eval_samples)
+        if metrics:
+            self._log({"kind": "eval", "step": self.step, "eval_seconds": round(time.time() - t0, 2), **metrics})
+        return metrics
+
+    # --- the loop -------------------------------------------------------------------------------
+    def run(self, eval_at_start: bool = True) -> TrainResult:
+        tc = self.cfg.train
+        result = TrainResult(step=self.step, last_loss=float("nan"))
+        self.objective.train()
+        if eval_at_start and tc.eval_interval > 0 and self.step == 0:
+            m = self.run_eval()
+            if m:
+                result.evals.append({"step": 0, **m})
+            D.barrier(self.env)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=tc.steps, initial=self.step, desc="train", dynamic_ncols=True)
+        t_last, n_last = time.time(), 0
+        batches = self._batches()
+        try:
+            while self.step < tc.steps:
+                batch = next(batches)
+                scalars = self.train_step(batch)
+                result.last_loss = scalars["loss"]
+                n_last += tc.batch_size * self.env.world_size
+                if bar is not None:
+                    bar.update(1)
+                if self.step % tc.log_interval == 0 or self.step == tc.steps:
+                    now = time.time()
+                    sps = n_last / max(now - t_last, 1e-9)
+                    t_last, n_last = now, 0
+                    scalars = D.mean_over_ranks(self.env, scalars)
+                    self._log({"kind": "train", "step": self.step, "time": now, "samples_per_s": sps, **scalars})
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{scalars['loss']:.4f}", sps=f"{sps:.2f}")
+                if tc.image_log_interval and self.step % tc.image_log_interval == 0:
+                    self._log_images()
+                if tc.eval_interval and (self.step % tc.eval_interval == 0 or self.step == tc.steps):
+                    m = self.run_eval()
+                    if m:
+                        result.evals.append({"step": self.step, **m})
+                    D.barrier(self.env)
+                if self.step % tc.checkpoint_interval == 0 or self.step == tc.steps:
+                    self.save(periodic=self.step % tc.checkpoint_interval == 0)
+                    D.barrier(self.env)
+        except KeyboardInterrupt:
+            log.warning("interrupted at step %d; writing %s", self.step, self.last_ckpt)
+            self.save(periodic=False)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            if self.writer is not None:
+                self.writer.flush()
+        result.step, result.skipped_steps = self.step, self.skipped
+        return result
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
