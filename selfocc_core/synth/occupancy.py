@@ -117,14 +117,18 @@ def camera_visibility(depth: Tensor, K: Tensor, T_ego_cam: Tensor, grid: VoxelGr
     depth:     [N, H, W] z-depth of the first hit (0 or inf = nothing hit / sky)
     K:         [N, 3, 3] intrinsics of the depth maps
     T_ego_cam: [N, 4, 4]
-    A voxel is in front of the first hit when its centre projects into a camera with a
-    z-depth below the depth map there; voxels holding a back-projected hit point are added.
+    A voxel counts when its centre projects into a camera with a z-depth below the depth map
+    there (the farthest of the 3x3 pixels around it, since at grazing angles neighbouring
+    pixels of the ground differ by metres) plus half a voxel (so a voxel whose centre lies on or just behind the surface, i.e.
+    the voxel of the first hit, is included); voxels holding a back-projected hit point are
+    added too.
     """
     N, H, W = depth.shape
     X, Y, Z = grid.shape
     centers = grid.centers().reshape(-1, 3)
     mask = torch.zeros(X * Y * Z, dtype=torch.bool)
     d = torch.where(depth > 0, depth, torch.full_like(depth, float("inf")))
+    d = torch.nn.functional.max_pool2d(d[:, None], 3, stride=1, padding=1)[:, 0]
     for n in range(N):
         pc = transform_points(invert_transform(T_ego_cam[n].float()), centers)
         z = pc[:, 2]
@@ -133,7 +137,7 @@ def camera_visibility(depth: Tensor, K: Tensor, T_ego_cam: Tensor, grid: VoxelGr
         v = torch.round(uv[:, 1]).long()
         ok = (z > 0.05) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
         idx = torch.nonzero(ok).squeeze(-1)
-        front = z[idx] < d[n, v[idx], u[idx]]
+        front = z[idx] < d[n, v[idx], u[idx]] + 0.5 * grid.voxel_size
         mask[idx[front]] = True
         # the voxels of the first hits themselves
         hit = torch.isfinite(d[n])
