@@ -84,3 +84,21 @@ def check_outputs_match(collector, stamp: int, pred, cameras, base_frame="base_l
         img = collector.depth[cam][stamp]
         assert img.encoding == "32FC1" and img.header.frame_id == f"{cam.lower()}_optical_frame"
         np.testing.assert_allclose(conv.image_to_depth(img), pred.depth[k].numpy(), atol=depth_atol, rtol=1e-4)
+
+
+TINY_CAMS = ["CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT"]  # tiny_synth's cameras, in its order
+
+
+def make_tiny_checkpoint(path: Path) -> Path:
+    """A tiny_synth checkpoint with seeded random weights, written with the trainer's save_checkpoint
+    (untrained: the node must reproduce the offline predictor, not be accurate)."""
+    import torch
+
+    from selfocc_core.model.selfocc import SelfOccModel
+    from selfocc_core.training.checkpoint import save_checkpoint
+    from selfocc_core.training.config import load_experiment_config
+
+    cfg = load_experiment_config("tiny_synth")
+    assert list(cfg.data.cameras) == TINY_CAMS, cfg.data.cameras
+    torch.manual_seed(0)
+    return save_checkpoint(path, model=SelfOccModel(cfg.model), config=cfg, step=0, with_rng=False)

@@ -20,13 +20,15 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy")
 
-from ros_common import RENDER_CACHE, check_outputs_match, ros_env, spin_until, test_domain_id  # noqa: E402
+from ros_common import (  # noqa: E402
+    RENDER_CACHE, TINY_CAMS, check_outputs_match, make_tiny_checkpoint, ros_env, spin_until, test_domain_id,
+)
 from selfocc_ros.testing import OutputCollector, synthetic_frames  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
-CAMS = ["CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT"]  # tiny_synth's cameras, in its order
+CAMS = TINY_CAMS
 H, W, FRAMES = 64, 112, 3
 START_NS = 1_700_000_100 * 10**9
 
@@ -44,18 +46,7 @@ def msgs_env():
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
-    """A tiny_synth checkpoint with seeded random weights, written with the trainer's save_checkpoint."""
-    import torch
-
-    from selfocc_core.model.selfocc import SelfOccModel
-    from selfocc_core.training.checkpoint import save_checkpoint
-    from selfocc_core.training.config import load_experiment_config
-
-    cfg = load_experiment_config("tiny_synth")
-    assert list(cfg.data.cameras) == CAMS
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_synth.pt", model=SelfOccModel(cfg.model),
-                           config=cfg, step=0, with_rng=False)
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_synth.pt")
 
 
 class Proc:
@@ -156,37 +147,3 @@ def test_missing_checkpoint_fails_at_startup_naming_file(msgs_env, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "checkpoint not found" in out and str(missing) in out and "expected a selfocc_core checkpoint" in out
-
-
-def test_unreadable_checkpoint_fails_at_startup(msgs_env, tmp_path):
-    bad = tmp_path / "garbage.pt"
-    bad.write_bytes(b"this is not a torch checkpoint")
-    proc = subprocess.run([sys.executable, "-m", "selfocc_ros.occupancy_node", "--ros-args",
-                           "--params-file", str(_params_file(tmp_path)), "-p", f"checkpoint:={bad}"],
-                          env=msgs_env, cwd=REPO, capture_output=True, text=True, timeout=120)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out
-    assert str(bad) in out and "not a readable checkpoint" in out and "expected a selfocc_core checkpoint" in out
-
-
-def test_mismatched_checkpoint_fails_at_startup(msgs_env, checkpoint, tmp_path):
-    # model config check: the checkpoint is tiny_synth, the node is told to expect a wider model
-    from selfocc_core.training.config import PRESET_DIR
-
-    cfg = yaml.safe_load((PRESET_DIR / "tiny_synth.yaml").read_text())
-    cfg["model"]["embed_dim"] = 48
-    other = tmp_path / "wider.yaml"
-    other.write_text(yaml.safe_dump(cfg))
-    args = ["-m", "selfocc_ros.occupancy_node", "--ros-args", "--params-file", str(_params_file(tmp_path)),
-            "-p", f"checkpoint:={checkpoint}", "-p", f"model_config:={other}"]
-    proc = subprocess.run([sys.executable, *args], env=msgs_env, cwd=REPO, capture_output=True, text=True, timeout=120)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out
-    assert str(checkpoint) in out and "another model config" in out and "embed_dim" in out and str(other) in out
-    # camera check: the checkpoint's cameras are not the node's
-    params = _params_file(tmp_path, camera_names=["CAM_BACK"])
-    proc = subprocess.run([sys.executable, "-m", "selfocc_ros.occupancy_node", "--ros-args", "--params-file",
-                           str(params), "-p", f"checkpoint:={checkpoint}"],
-                          env=msgs_env, cwd=REPO, capture_output=True, text=True, timeout=120)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1 and f"trained on cameras {CAMS}" in out and "['CAM_BACK']" in out, out

@@ -18,7 +18,9 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from ros_common import RENDER_CACHE, check_outputs_match, spin_until, test_domain_id  # noqa: E402
+from ros_common import (  # noqa: E402
+    RENDER_CACHE, TINY_CAMS, check_outputs_match, make_tiny_checkpoint, spin_until, test_domain_id,
+)
 from selfocc_ros.testing import FixturePublisher, OutputCollector, StandInPredictor  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -200,3 +202,52 @@ def test_worker_drops_old_sets_and_never_blocks_executor(graph_factory):
     assert spin_until(None, lambda: st.sets_published + st.sets_dropped == 5, 3.0)
     assert st.sets_synced == 5 and st.sets_dropped >= 2 and st.sets_published == 5 - st.sets_dropped
     assert stamps[-1] in g.out.clouds and not all(s in g.out.clouds for s in stamps)
+
+
+def test_bad_checkpoints_fail_configure_naming_the_file(ros_msgs, tmp_path):
+    """Missing / unreadable / other-model / other-cameras checkpoints end configure() with a clear error
+    (main() turns it into exit status 1: see test_ros_multiprocess)."""
+    import yaml
+
+    from selfocc_core.training.config import PRESET_DIR
+    from selfocc_ros.occupancy_node import OccupancyNode
+
+    good = make_tiny_checkpoint(tmp_path / "tiny_synth.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a torch checkpoint")
+    cfg = yaml.safe_load((PRESET_DIR / "tiny_synth.yaml").read_text())
+    cfg["model"]["embed_dim"] = 48
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(yaml.safe_dump(cfg))
+    cases = [
+        (dict(checkpoint=str(tmp_path / "missing.pt")), FileNotFoundError,
+         [f"checkpoint not found: {tmp_path / 'missing.pt'}", "expected a selfocc_core checkpoint"]),
+        (dict(checkpoint=""), FileNotFoundError, ["parameter 'checkpoint' is empty"]),
+        (dict(checkpoint=str(garbage)), ValueError, [str(garbage), "not a readable checkpoint"]),
+        (dict(checkpoint=str(good), model_config=str(wider)), ValueError,
+         [str(good), "another model config", "embed_dim", str(wider)]),
+        (dict(checkpoint=str(good), camera_names=["CAM_BACK"]), ValueError,
+         [str(good), f"trained on cameras {TINY_CAMS}", "['CAM_BACK']"]),
+    ]
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=test_domain_id())
+    try:
+        for params, exc, parts in cases:
+            params = {"camera_names": TINY_CAMS, "device": "cpu", **params}
+            node = OccupancyNode(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+            try:
+                with pytest.raises(exc) as info:
+                    node.configure()
+                for part in parts:
+                    assert part in str(info.value), (part, str(info.value))
+            finally:
+                node.destroy_node()
+        # and the good one loads
+        node = OccupancyNode(context=ctx, parameter_overrides=[
+            Parameter("camera_names", value=TINY_CAMS), Parameter("checkpoint", value=str(good)),
+            Parameter("device", value="cpu"), Parameter("model_config", value="tiny_synth")])
+        node.configure()
+        assert node.predictor.camera_names == TINY_CAMS
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
