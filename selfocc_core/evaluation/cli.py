@@ -1,0 +1,61 @@
+"""`selfocc eval`: score a checkpoint on a dataset with ground truth and write the numbers as JSON.
+
+    selfocc eval --ckpt runs/tiny/last.pt --data synthetic:seed=1000,frames=6 --json eval.json
+    selfocc eval --ckpt nus.pt --data /data/nuscenes --json nus.json --post-process --max-samples 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, help="checkpoint written by `selfocc train`")
+    p.add_argument("--data", required=True, help="dataset with ground truth (same syntax as `selfocc train --data`)")
+    p.add_argument("--json", required=True, help="where to write the results (atomically)")
+    p.add_argument("--split", default="val", help="dataset split (default: val)")
+    p.add_argument("--max-samples", type=int, default=None, help="score at most N samples")
+    p.add_argument("--post-process", action="store_true", help="SelfOcc clean-up (height cut, grid border) first")
+    p.add_argument("--no-camera-mask", action="store_true", help="score every voxel, not only camera-visible ones")
+    p.add_argument("--median-scaling", action="store_true", help="median-scale depth before scoring")
+    p.add_argument("--max-depth", type=float, default=80.0, help="depth cap in metres (default 80)")
+    p.add_argument("--no-novel-depth", action="store_true", help="skip novel-view depth on adjacent samples")
+    p.add_argument("--depth-stride", type=int, default=None, help="pixels per rendered depth ray (default: the model's)")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from selfocc_core.data.open import open_dataset
+    from selfocc_core.evaluation.depth_metrics import DepthEvalConfig
+    from selfocc_core.evaluation.evaluate import EvalConfig, evaluate, format_summary
+    from selfocc_core.inference.predictor import OccupancyPredictor
+    from selfocc_core.io_utils import atomic_write_text
+
+    if args.max_samples is not None and args.max_samples < 1:
+        print("selfocc eval: --max-samples must be >= 1", file=sys.stderr)
+        return 2
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        predictor = OccupancyPredictor.from_checkpoint(args.ckpt, device=device, depth_stride=args.depth_stride)
+        data_cfg = dataclasses.replace(predictor.config.data, load_gt=True, require_context=False)
+        dataset = open_dataset(args.data, data_cfg, split=args.split)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"selfocc eval: {e}", file=sys.stderr)
+        return 2
+    cfg = EvalConfig(
+        max_samples=args.max_samples, use_camera_mask=not args.no_camera_mask, post_process=args.post_process,
+        depth=DepthEvalConfig(max_depth=args.max_depth, median_scaling=args.median_scaling),
+        novel_depth=not args.no_novel_depth,
+    )
+    results = evaluate(predictor, dataset, cfg, progress=not args.no_progress)
+    results = {"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split, **results}
+    atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+    print(format_summary(results))
+    print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,163 @@
+"""Evaluate a predictor on a dataset that carries ground truth.
+
+For each sample (batch of one, in dataset order):
+- occupancy: the prediction on the GT's grid vs ``gt.occ_semantics`` inside the camera mask
+  (``gt.occ_mask_camera``, when present and `use_camera_mask`), optionally SelfOcc
+  post-processed; geometry IoU / precision / recall always, per-class IoU and mIoU when the
+  model has a semantic head;
+- depth: the rendered per-camera depth vs ``gt.depth`` (LiDAR or rendered z-depth);
+- novel depth: the scene lifted from the *previous* sample renders the current sample's
+  cameras (``T_ego_prev_cam = inv(T_world_ego_prev) @ T_world_ego @ T_ego_cam``), scored
+  against the current sample's GT depth. Consecutive samples count as adjacent when the ego
+  moved at most `novel_max_distance` metres within `novel_max_time` seconds.
+
+Results are a JSON-ready dict (NaN -> None).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+
+from selfocc_core.evaluation.depth_metrics import DepthEvalConfig, DepthMetrics
+from selfocc_core.evaluation.occupancy_metrics import OccupancyMetrics, PostProcessConfig, post_process
+from selfocc_core.geometry.transforms import invert_transform
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `evaluate` scores and how."""
+
+    max_samples: Optional[int] = None
+    """Score at most this many samples (None = all)."""
+    use_camera_mask: bool = True
+    """Score occupancy only inside gt.occ_mask_camera (the Occ3D camera-only protocol)."""
+    post_process: bool = False
+    """Apply SelfOcc's clean-up (height cut, grid border) to predicted occupancy first."""
+    post: PostProcessConfig = field(default_factory=PostProcessConfig)
+    """Settings of the post-processing."""
+    depth: DepthEvalConfig = field(default_factory=DepthEvalConfig)
+    """Depth protocol (80 m cap, min depth, median scaling)."""
+    novel_depth: bool = True
+    """Also score depth rendered for the next sample's cameras from the previous scene."""
+    novel_max_distance: float = 10.0
+    """Metres the ego may move between samples for them to count as adjacent."""
+    novel_max_time: float = 1.0
+    """Seconds between samples for them to count as adjacent."""
+
+
+def _json_ready(x):
+    if isinstance(x, dict):
+        return {k: _json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_ready(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return None if math.isnan(float(x)) or math.isinf(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _adjacent(prev: dict, T_world_ego: torch.Tensor, timestamp: float, cfg: EvalConfig) -> bool:
+    moved = float((prev["T_world_ego"][:3, 3] - T_world_ego[:3, 3]).norm())
+    return moved <= cfg.novel_max_distance and abs(timestamp - prev["timestamp"]) <= cfg.novel_max_time
+
+
+def evaluate(predictor, samples: Iterable, cfg: EvalConfig = EvalConfig(), progress: bool = True,
+             total: Optional[int] = None) -> dict:
+    """Score `predictor` (an OccupancyPredictor) on `samples` (a Dataset or iterable of Samples with gt).
+
+    Returns ``{"occupancy": {...}, "depth": {...}, "novel_depth": {...}, "num_samples", "mean_predict_ms"}``;
+    a section is None when no sample had the ground truth it needs.
+    """
+    from tqdm import tqdm
+
+    occ_m = OccupancyMetrics()
+    depth_m = DepthMetrics(cfg.depth)
+    novel_m = DepthMetrics(cfg.depth)
+    n_occ = n_depth = n = 0
+    ms = []
+    prev = None
+    if total is None and hasattr(samples, "__len__"):
+        total = len(samples)
+    if cfg.max_samples is not None:
+        total = min(total or cfg.max_samples, cfg.max_samples)
+    it = iter(samples[i] for i in range(total)) if hasattr(samples, "__getitem__") and total is not None else iter(samples)
+    bar = tqdm(it, total=total, desc="evaluating", unit="sample", disable=not progress, leave=False)
+    for sample in bar:
+        if cfg.max_samples is not None and n >= cfg.max_samples:
+            break
+        gt = sample.gt
+        if gt is None:
+            raise ValueError(f"sample {sample.sample_id!r} has no ground truth: open the dataset with load_gt=True")
+        frame = sample.frame
+        grid = gt.grid if gt.occ_semantics is not None else None
+        t0 = time.perf_counter()
+        pred, field_ = predictor.predict(frame, grid=grid, with_depth=gt.depth is not None, return_field=True)
+        ms.append(1e3 * (time.perf_counter() - t0))
+        n += 1
+        if gt.occ_semantics is not None:
+            labels = pred.labels.numpy()
+            if cfg.post_process:
+                labels = post_process(labels, gt.grid, cfg.post)
+            mask = gt.occ_mask_camera if (cfg.use_camera_mask and gt.occ_mask_camera is not None) else None
+            occ_m.update(labels, gt.occ_semantics, mask)
+            n_occ += 1
+        if gt.depth is not None:
+            depth_m.update(pred.depth, gt.depth)
+            n_depth += 1
+        T_world_ego = frame.T_world_ego.double().cpu()
+        ts = float(frame.timestamp)
+        if cfg.novel_depth and gt.depth is not None and prev is not None and _adjacent(prev, T_world_ego, ts, cfg):
+            net_in = predictor.preprocess(frame)
+            T_prev_ego = invert_transform(prev["T_world_ego"]) @ T_world_ego
+            T_prev_cam = (T_prev_ego.float().unsqueeze(0) @ net_in.T_ego_cam[0].cpu()).unsqueeze(0)
+            depth = predictor.render_depth(prev["field"], net_in.K, T_prev_cam, predictor.input_size,
+                                           out_size=frame.image_size)
+            novel_m.update(depth[0], gt.depth)
+        prev = {"field": field_, "T_world_ego": T_world_ego, "timestamp": ts} if cfg.novel_depth else None
+        if progress and n_occ:
+            r = occ_m.compute()
+            bar.set_postfix(IoU=f"{100 * r['iou']:.1f}")
+
+    occ = None
+    if n_occ:
+        occ = occ_m.compute()
+        occ["mask"] = "camera" if cfg.use_camera_mask else "none"
+        occ["post_processed"] = cfg.post_process
+        if not predictor.class_names or len(predictor.class_names) <= 1:  # no semantic head: geometry only
+            occ.pop("miou")
+            occ.pop("per_class_iou")
+    depth = depth_m.compute() if n_depth else None
+    novel = novel_m.compute() if novel_m.num_images else None
+    return _json_ready({
+        "num_samples": n,
+        "occupancy": occ,
+        "depth": depth,
+        "novel_depth": novel,
+        "depth_protocol": {"min_depth": cfg.depth.min_depth, "max_depth": cfg.depth.max_depth,
+                           "median_scaling": cfg.depth.median_scaling},
+        "mean_predict_ms": float(np.mean(ms)) if ms else float("nan"),
+    })
+
+
+def format_summary(results: dict) -> str:
+    """A few human-readable lines of an `evaluate` result."""
+    lines = [f"samples: {results.get('num_samples')}"]
+    occ = results.get("occupancy")
+    if occ:
+        s = f"occupancy: IoU {100 * occ['iou']:.2f}  precision {100 * occ['precision']:.2f}  recall {100 * occ['recall']:.2f}"
+        if occ.get("miou") is not None:
+            s += f"  mIoU {100 * occ['miou']:.2f}"
+        lines.append(s)
+    for key, name in (("depth", "depth"), ("novel_depth", "novel depth")):
+        d = results.get(key)
+        if d and d.get("abs_rel") is not None:
+            lines.append(f"{name}: AbsRel {d['abs_rel']:.3f}  SqRel {d['sq_rel']:.3f}  RMSE {d['rmse']:.2f} m  "
+                         f"RMSElog {d['rmse_log']:.3f}  d1 {d['a1']:.3f}  d2 {d['a2']:.3f}  d3 {d['a3']:.3f}")
+    return "\n".join(lines)
