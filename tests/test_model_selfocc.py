@@ -156,3 +156,30 @@ def test_chunked_render_equals_full():
     for name in ("depth", "rgb", "semantics", "weights", "accumulation", "t"):
         torch.testing.assert_close(getattr(chunked, name), getattr(full, name))
     assert chunked.points is None and chunked.gradients is None and full.points.shape[1] == rays.origins.shape[1]
+
+
+def test_traced_network_generalises_to_other_calibrations():
+    """torch.jit.trace (used by the predictor) must not bake in calibration-dependent sizes."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = SelfOccModel(tiny_config()).eval()
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, images, K, T):
+            fr = Frame(images=images, K=K, T_ego_cam=T, T_world_ego=torch.eye(4).expand(1, 4, 4),
+                       timestamp=torch.zeros(1), camera_names=["a", "b"])
+            return self.model(fr).sdf_volume()
+
+    f = make_frame(N=2, H=32, W=48, B=1)
+    K2, T2 = f.K.clone(), f.T_ego_cam.clone()
+    K2[..., 0, 0] *= 0.5  # wider field of view: more plane queries visible per camera
+    T2[..., 2, 3] += 0.7
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(Net(), (f.images, f.K, f.T_ego_cam), check_trace=False)
+        torch.testing.assert_close(traced(f.images, K2, T2), Net()(f.images, K2, T2))

@@ -122,7 +122,8 @@ class ImageCrossAttention(nn.Module):
     With ``rebatch`` (default) each camera only processes the queries it sees (TPVFormer's
     trick, vectorised: the visible queries of every camera are gathered into a padded
     ``[B*N, Q_max, C]`` batch and scattered back), which cuts the cost ~N/2-fold for surround
-    rigs; the result equals the dense computation.
+    rigs; the result equals the dense computation. Under torch.jit.trace / torch.compile the
+    dense path is used (the padded size depends on the camera geometry).
     """
 
     def __init__(self, embed_dim: int, num_heads: int, num_levels: int, num_refs: int, num_points: int,
@@ -138,7 +139,9 @@ class ImageCrossAttention(nn.Module):
         C = query.shape[-1]
         vals = self.attn.project_values(values)
         m = mask.reshape(B * N, Q)
-        q_max = int(m.sum(1).max()) if self.rebatch else Q
+        # the padded size is data-dependent: a trace/compile would bake it in, so use the dense path there
+        static = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        q_max = int(m.sum(1).max()) if self.rebatch and not static else Q
         if q_max < Q:
             # visible queries first (stable order), padded to the largest count
             order = torch.argsort((~m).to(torch.uint8), dim=1, stable=True)[:, :q_max]  # [B*N, q_max]
