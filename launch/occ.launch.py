@@ -1,0 +1,59 @@
+"""Launch the SelfOcc occupancy node (and optionally RViz).
+
+    ros2 launch selfocc_ros occ.launch.py checkpoint:=/path/model.pt
+    ros2 launch selfocc_ros occ.launch.py checkpoint:=/path/model.pt rviz:=true namespace:=front use_sim_time:=true
+
+Arguments: config (ROS parameter file, default share/selfocc_ros/config/occ.yaml), checkpoint,
+namespace, use_sim_time, rviz, rviz_config (default share/selfocc_ros/rviz/selfocc.rviz).
+Large images need FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in every process of the graph; this file
+sets it for the processes it starts (export it for the others too).
+"""
+
+import os
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = "selfocc_ros"
+
+
+def generate_launch_description():
+    share = FindPackageShare(PACKAGE)
+    args = [
+        DeclareLaunchArgument("config", default_value=PathJoinSubstitution([share, "config", "occ.yaml"]),
+                              description="ROS parameter file of the occupancy node"),
+        DeclareLaunchArgument("checkpoint", default_value="", description="selfocc checkpoint (.pt)"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag playback)"),
+        DeclareLaunchArgument("rviz", default_value="false", description="also start RViz"),
+        DeclareLaunchArgument("rviz_config", default_value=PathJoinSubstitution([share, "rviz", "selfocc.rviz"]),
+                              description="RViz configuration"),
+    ]
+    use_sim_time = LaunchConfiguration("use_sim_time")
+    node = Node(
+        package=PACKAGE,
+        executable="occupancy_node",
+        name="selfocc_occupancy",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=[
+            LaunchConfiguration("config"),
+            {"checkpoint": LaunchConfiguration("checkpoint"), "use_sim_time": use_sim_time},
+        ],
+    )
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        arguments=["-d", LaunchConfiguration("rviz_config")],
+        parameters=[{"use_sim_time": use_sim_time}],
+        condition=IfCondition(LaunchConfiguration("rviz")),
+        output="screen",
+    )
+    env = [SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"))]
+    return LaunchDescription([*args, *env, node, rviz])

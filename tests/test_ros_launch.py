@@ -1,0 +1,104 @@
+"""Launch file, parameter file and RViz config: what can be checked without `launch`/RViz installed."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import py_compile
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch" / "occ.launch.py"
+CONFIG = REPO / "config" / "occ.yaml"
+RVIZ = REPO / "rviz" / "selfocc.rviz"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def test_launch_file_compiles_and_declares_arguments(tmp_path):
+    py_compile.compile(str(LAUNCH), cfile=str(tmp_path / "occ.pyc"), doraise=True)
+    tree = ast.parse(LAUNCH.read_text())
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    declared = [n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and getattr(n.func, "id", "") == "DeclareLaunchArgument"]
+    assert declared == ["config", "checkpoint", "namespace", "use_sim_time", "rviz", "rviz_config"]
+    # what it names exists: the executable (installed to lib/selfocc_ros by setup.py), config, rviz config
+    text = LAUNCH.read_text()
+    assert 'executable="occupancy_node"' in text and (REPO / "scripts" / "occupancy_node").is_file()
+    assert '"config", "occ.yaml"' in text and CONFIG.is_file()
+    assert '"rviz", "selfocc.rviz"' in text and RVIZ.is_file()
+    setup = (REPO / "setup.py").read_text()
+    assert 'glob("launch/*.launch.py")' in setup and 'glob("config/*.yaml")' in setup and 'glob("rviz/*.rviz")' in setup
+
+
+@pytest.mark.skipif(importlib.util.find_spec("launch") is None or importlib.util.find_spec("launch_ros") is None,
+                    reason="ROS 2 launch not installed")
+def test_generate_launch_description():
+    spec = importlib.util.spec_from_file_location("occ_launch", LAUNCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ld = mod.generate_launch_description()
+    names = [a.name for a in ld.get_launch_arguments()]
+    assert names == ["config", "checkpoint", "namespace", "use_sim_time", "rviz", "rviz_config"]
+
+
+@pytest.mark.ros
+def test_param_file_is_ros_yaml_and_matches_declared_parameters():
+    data = yaml.safe_load(CONFIG.read_text())
+    params = data["/**"]["ros__parameters"]
+    flat = _flatten(params)
+    assert flat["base_frame"] == "base_link" and flat["odom_frame"] == "odom"
+    cams = flat["camera_names"]
+    assert len(cams) == 6 and all(f"cameras.{c}.image_topic" in flat for c in cams)
+
+    rclpy = pytest.importorskip("rclpy")
+    from selfocc_ros.occupancy_node import OccupancyNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, args=["--ros-args", "--params-file", str(CONFIG)])
+    try:
+        node = OccupancyNode(context=ctx)
+        try:
+            for name, value in flat.items():
+                assert node.has_parameter(name), f"{CONFIG}: '{name}' is not a parameter of the node"
+                got = node.get_parameter(name).value
+                assert (list(got) if isinstance(got, (list, tuple)) else got) == value, name
+            # every declared parameter has a description
+            for name in node._parameters:
+                if name != "use_sim_time":
+                    assert node.describe_parameter(name).description, name
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+def test_rviz_config_parses_and_shows_the_node_outputs():
+    cfg = yaml.safe_load(RVIZ.read_text())
+    vm = cfg["Visualization Manager"]
+    assert vm["Global Options"]["Fixed Frame"] == "odom"
+    displays = {d["Class"]: [] for d in vm["Displays"]}
+    for d in vm["Displays"]:
+        displays[d["Class"]].append(d.get("Topic", {}).get("Value"))
+    assert "rviz_default_plugins/TF" in displays
+    assert displays["rviz_default_plugins/MarkerArray"] == ["/selfocc_occupancy/occupancy_markers"]
+    assert displays["rviz_default_plugins/PointCloud2"] == ["/selfocc_occupancy/occupancy"]
+    images = displays["rviz_default_plugins/Image"]
+    assert "/CAM_FRONT/image_raw" in images and "/selfocc_occupancy/depth/CAM_FRONT" in images
+    # topic names the node publishes (from its source) match the config
+    src = (REPO / "selfocc_ros" / "occupancy_node.py").read_text()
+    for suffix in ("occupancy", "occupancy_markers", "depth/"):
+        assert re.search(rf'"~/{re.escape(suffix)}', src) or f'f"~/{suffix}' in src, suffix
