@@ -10,9 +10,17 @@ Public API (all tensors in the ego frame of the *input* frame; B batch, N camera
     field: SceneField = model(frame)          # frame: data.sample.Frame, batched [B, N, ...] or not
     rays = generate_rays(K [B,N,3,3], T_ego_cam [B,N,4,4], (H, W), cfg.ray_stride,
                          random_offset=True, box=cfg.scene, min_near=cfg.min_near)
-    out = model.render(field, rays, num_samples=None, stratified=None, cos_anneal_ratio=None)
-    # out: RenderOutputs with depth/distance/rgb/accumulation [B, R(,3)], weights/t/sdf [B, R, S],
-    #      semantics [B, R, C] or None, points/gradients [B, R, S, 3]
+    out = model.render(field, rays, num_samples=None, stratified=None, cos_anneal_ratio=None,
+                       generator=None, chunk_rays=None, return_samples=True)
+    # out: RenderOutputs with depth/distance/rgb/accumulation [B, R(,3)], weights/t/sdf/deltas
+    #      [B, R, S], semantics [B, R, C] (weighted logits) or None, points/gradients [B, R, S, 3]
+    # rays: R = N * h * w, camera-major then row-major; rays.grid_shape = (h, w) = (H//stride, W//stride);
+    #       rays.valid [B, R] (False: the ray misses the box beyond min_near, zero weights)
+
+Defaults: ``stratified`` = ``model.training``; ``num_samples`` = ``cfg.num_samples``; samples are
+bin midpoints (or jittered inside the bins) uniform in distance or disparity between near and
+far; the transmittance left after the last sample counts as depth ``far`` (box exit).
+``chunk_rays`` splits big no-grad renders; ``return_samples=False`` drops points/gradients.
 
 SelfOccModel stages: ``encode_images(frame) -> L x [B*N, C, H_l, W_l]``,
 ``lift(features, frame) -> Planes``, ``decode(planes) -> SceneField``, ``forward = all three``,
@@ -27,7 +35,12 @@ SceneField (points ``[B, ..., 3]``):
     sdf_volume() -> [B, X, Y, Z]; rgb_volume() -> [B, 3, X, Y, Z];
     semantic_volume() -> [B, C, X, Y, Z] logits or None; occupancy_volume(threshold=0) -> bool
     grid: VoxelGridSpec (= cfg.scene), whose shape is (X, Y, Z)
-Points outside the scene box read a positive SDF (free space).
+Points outside the scene box read a positive SDF (free space). The raw volumes are the
+attributes ``_sdf [B, 1, X, Y, Z]``, ``_rgb`` (logits) and ``_sem``; ``SceneField(grid, sdf, rgb_logits,
+sem_logits)`` rebuilds a field from them (the predictor's traced path does this).
+
+Initial SDF: ``z - cfg.ground_height`` (a ground plane; ``sdf_init='positive'`` for all-free).
+Precision: under autocast, sampling coordinates, the NeuS compositing and the SDF stay fp32.
 
 Modules: config (ModelConfig + presets), resnet (torchvision-key ResNet), fpn, deformable_attention
 (pure-torch multi-scale deformable attention), tpv_lifter (Planes, TPVLifter), bev_lifter,
