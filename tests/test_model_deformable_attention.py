@@ -155,3 +155,30 @@ def test_sampling_stays_accurate_under_bf16_autocast():
         out = ms_deform_attn([v.bfloat16()], loc, torch.ones(1, 3, 1, 1, 1))
     # bf16 value storage is exact for integers < 256; sampling must use fp32 coordinates
     torch.testing.assert_close(out.float().view(3), x * W - 0.5, atol=0.02, rtol=0)
+
+
+def test_plane_pillars_and_camera_visibility_follow_ego_axes():
+    from selfocc_core.geometry.voxel_grid import VoxelGridSpec
+    from selfocc_core.model.tpv_lifter import plane_pillar_points
+
+    scene = VoxelGridSpec(-10.0, 10.0, -10.0, 10.0, -2.0, 2.0, 1.0)
+    xy = plane_pillar_points(scene, "xy", (4, 2), 2)  # rows along x, columns along y, heights along z
+    assert xy.shape == (8, 2, 3)
+    torch.testing.assert_close(xy[0, 0], torch.tensor([-7.5, -5.0, -1.0]))
+    torch.testing.assert_close(xy[1, 1], torch.tensor([-7.5, 5.0, 1.0]))  # row 0, column 1, upper point
+    torch.testing.assert_close(xy[2], torch.tensor([[-2.5, -5.0, -1.0], [-2.5, -5.0, 1.0]]))
+    yz = plane_pillar_points(scene, "yz", (2, 4), 2)  # rows y, columns z, pillar along x
+    torch.testing.assert_close(yz[1, :, 0], torch.tensor([-5.0, 5.0]))
+    torch.testing.assert_close(yz[1, 0, 1:], torch.tensor([-5.0, -0.5]))
+    xz = plane_pillar_points(scene, "xz", (4, 4), 2)  # rows x, columns z, pillar along y
+    torch.testing.assert_close(xz[5, 0], torch.tensor([-2.5, -5.0, -0.5]))
+
+    # a forward camera (90 deg field of view) at the origin sees the xy pillars in front, not behind
+    T = torch.tensor([[0.0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]]).view(1, 1, 4, 4)
+    K = torch.tensor([[50.0, 0, 49.5], [0, 50.0, 49.5], [0, 0, 1]]).view(1, 1, 3, 3)
+    pts = plane_pillar_points(scene, "xy", (20, 20), 4)
+    _, mask = project_reference_points(pts, K, T, (100, 100))
+    x, y = pts[:, 0, 0], pts[:, 0, 1]
+    clear = (x - y.abs()).abs() > 1e-3  # skip pillars exactly on the field-of-view edge
+    assert clear.sum() > 300
+    assert torch.equal(mask[0, 0][clear], (x > y.abs())[clear])
