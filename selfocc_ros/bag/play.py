@@ -33,6 +33,8 @@ def add_play_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-offset", type=float, default=0.0, help="seconds into the bag to start from")
     p.add_argument("--clock-hz", type=float, default=100.0, help="/clock publish rate in wall Hz (0 = no /clock)")
     p.add_argument("--delay", type=float, default=0.0, help="seconds to wait after creating publishers")
+    p.add_argument("--ack-timeout", type=float, default=5.0,
+                   help="seconds to wait at the end for reliable subscribers to acknowledge everything")
     p.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="TIMEOUT",
                    help="wait up to TIMEOUT s until every volatile topic has a subscriber (for scripted runs)")
 
@@ -116,6 +118,19 @@ class BagPlayer:
             time.sleep(0.05)
         return False
 
+    def wait_for_all_acked(self, timeout: float) -> bool:
+        """Wait until reliable subscribers acknowledged everything published (True if they did)."""
+        from rclpy.duration import Duration
+
+        end = time.monotonic() + timeout
+        ok = True
+        for pub in [*self.publishers.values(), self.clock_pub]:
+            if pub is None or pub.get_subscription_count() == 0:
+                continue
+            left = max(0.0, end - time.monotonic())
+            ok = pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))) and ok
+        return ok
+
     def _publish_clock(self, bag_ns: int) -> None:
         if self.clock_pub is None:
             return
@@ -153,13 +168,15 @@ class BagPlayer:
             due = wall0 + (t - start_ns) / 1e9 / self.rate
             while True:
                 now = time.monotonic()
-                if period is not None and now >= next_clock:
-                    self._publish_clock(start_ns + int((now - wall0) * self.rate * 1e9))
-                    next_clock += period
-                    continue
                 if now >= due:
                     break
-                time.sleep(min(due - now, (next_clock - now) if period else due - now, 0.05))
+                if period is not None and now >= next_clock:
+                    # strictly before `due`, so this clock value is below the next message's stamp
+                    self._publish_clock(start_ns + int((now - wall0) * self.rate * 1e9))
+                    next_clock = max(next_clock + period, now)
+                    continue
+                wait = due - now if period is None else min(due - now, next_clock - now)
+                time.sleep(max(0.0, min(wait, 0.05)))
             if period is not None:
                 self._publish_clock(t)  # the clock never lags a published message
             pub.publish(bytes(raw))
@@ -202,7 +219,10 @@ def play_from_args(args: argparse.Namespace, ros_args: list[str] | None = None) 
             log.info("published %d messages", n)
             if not args.loop or not rclpy.ok():
                 break
-        time.sleep(0.2)  # let the last reliable messages drain before the participant goes away
+        # Like `ros2 bag play --wait-for-all-acked`: reliable subscribers get the tail of the
+        # bag even when their data channel came up late (a participant that exits drops them).
+        if not player.wait_for_all_acked(args.ack_timeout):
+            log.warning("not every message was acknowledged within %.1f s", args.ack_timeout)
         return 0
     except KeyboardInterrupt:
         return 0
