@@ -47,7 +47,7 @@ def test_resize_updates_K_so_points_land_on_the_same_content(tmp_path):
     """A bright square at a projected point stays at the projection with the new K."""
     K = torch.tensor([[400.0, 0, 320], [0, 400.0, 240], [0, 0, 1]], dtype=torch.float64)
     p = torch.tensor([[1.0, -0.5, 5.0]], dtype=torch.float64)
-    (u, v), _ = project(p, K)[0][0], None
+    u, v = project(p, K)[0][0]
     img = np.zeros((480, 640, 3), np.uint8)
     img[int(v) - 8: int(v) + 8, int(u) - 8: int(u) + 8] = 255
     Image.fromarray(img).save(tmp_path / "sq.png")
