@@ -167,3 +167,42 @@ def test_raw_errors(tmp_path):
         KittiRawDataset(tmp_path, DataConfig())
     with pytest.raises(FileNotFoundError, match="drive_0002"):
         KittiRawDataset(tmp_path, DataConfig(scenes=["2011_09_26_drive_0002_sync"]))
+
+
+def test_semantickitti_voxel_labels(real_data_dir, tmp_path):
+    """SSC labels (uint16 raw ids + bit-packed .invalid) -> Occ3D ids and masks on SEMANTIC_KITTI."""
+    import shutil
+
+    from selfocc_core.geometry import SEMANTIC_KITTI
+
+    src = real_data_dir / "kitti_odometry" / "dataset"
+    root = tmp_path / "dataset"
+    shutil.copytree(src / "poses", root / "poses")
+    shutil.copytree(src / "sequences" / "00", root / "sequences" / "00")
+    vox = root / "sequences" / "00" / "voxels"
+    vox.mkdir()
+    raw = np.zeros((256, 256, 32), np.uint16)
+    raw[50, 128, 10] = 10  # car
+    raw[0, 0, 0] = 40  # road
+    raw[1, 2, 3] = 1  # outlier: ignored
+    raw[5, 5, 5] = 252  # moving car
+    raw.tofile(vox / "000005.label")
+    invalid = np.zeros((256, 256, 32), bool)
+    invalid[255, 255, 31] = invalid[50, 128, 11] = True
+    np.packbits(invalid.ravel()).tofile(vox / "000005.invalid")
+    ds = KittiOdometryDataset(root, DataConfig(image_height=32, image_width=104))
+    assert [ds.items[k][1] for k in ds.labelled_indices()] == [5]
+    gt = ds[ds.labelled_indices()[0]].gt
+    sem = gt.occ_semantics
+    assert gt.grid == SEMANTIC_KITTI and sem.shape == (256, 256, 32) and sem.dtype == torch.uint8
+    assert (sem[50, 128, 10], sem[0, 0, 0], sem[5, 5, 5], sem[10, 10, 10]) == (4, 11, 4, 17)
+    m = gt.occ_mask_camera
+    assert not m[255, 255, 31] and not m[50, 128, 11] and not m[1, 2, 3] and m[50, 128, 10]
+    assert int((~m).sum()) == 3
+    # the car voxel sits 10.1 m ahead of the Velodyne, on its x axis
+    centre = SEMANTIC_KITTI.index_to_metric(torch.tensor([50, 128, 10]))
+    assert torch.allclose(centre, torch.tensor([10.1, 0.1, 0.1]), atol=1e-5)
+    assert ds[0].gt is None  # frames without labels or scans carry no GT
+    (vox / "000005.label").write_bytes(b"\0" * 10)
+    with pytest.raises(ValueError, match="000005.label: 5 labels"):
+        ds[ds.labelled_indices()[0]]

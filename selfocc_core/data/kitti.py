@@ -14,6 +14,8 @@ Odometry layout (``<root>/sequences/XX`` and ``<root>/poses/XX.txt``):
   ``image_0..3/NNNNNN.png``  (0/1 grayscale, 2/3 colour; grayscale is replicated to RGB)
   ``poses/XX.txt``  3x4 row-major camera-0 -> world per frame
   ``velodyne/NNNNNN.bin``  optional, float32 x 4, for the sparse GT depth
+  ``voxels/NNNNNN.label`` (+ ``.invalid``)  optional SemanticKITTI SSC labels on the
+                 SEMANTIC_KITTI grid, mapped to Occ3D class ids (`SEMANTICKITTI_TO_OCC3D`)
 
 Raw layout (``<root>/<date>/<date>_drive_NNNN_sync``):
   ``<date>/calib_cam_to_cam.txt``  ``P_rect_0k`` (3x4), ``R_rect_00`` (3x3)
@@ -41,6 +43,7 @@ from selfocc_core.data.images import load_resized
 from selfocc_core.data.lidar_depth import lidar_depth_maps
 from selfocc_core.data.sample import Frame, GroundTruth, Sample
 from selfocc_core.geometry.transforms import T_FLU_OPTICAL, invert_transform
+from selfocc_core.geometry.voxel_grid import SEMANTIC_KITTI
 
 # SemanticKITTI's split of the odometry sequences.
 ODOMETRY_SPLITS = {
@@ -137,6 +140,49 @@ def read_times(path: Path) -> np.ndarray:
     return ts
 
 
+# SemanticKITTI raw label id -> Occ3D class id (selfocc_core/classes.py); 0 = empty -> 17 free.
+# Vehicles without an Occ3D twin (on-rails, other-vehicle) and other-object become "others" (0);
+# structures (fence, pole, sign, other-structure) are "manmade" (15) as in nuScenes-lidarseg.
+SEMANTICKITTI_TO_OCC3D = {
+    0: 17, 10: 4, 11: 2, 13: 3, 15: 6, 16: 0, 18: 10, 20: 0, 30: 7, 31: 2, 32: 6,
+    40: 11, 44: 11, 48: 13, 49: 12, 50: 15, 51: 15, 52: 15, 60: 11, 70: 16, 71: 16, 72: 14,
+    80: 15, 81: 15, 99: 0, 252: 4, 253: 2, 254: 7, 255: 6, 256: 0, 257: 3, 258: 10, 259: 0,
+}
+SEMANTICKITTI_IGNORE = (1,)  # "outlier": left out of the masks
+
+
+def load_semantickitti_voxels(label_path: Path) -> GroundTruth:
+    """SemanticKITTI SSC labels ``voxels/NNNNNN.label`` (+ ``.invalid``) -> GroundTruth.
+
+    ``.label``: uint16 raw ids, 256*256*32 in [X, Y, Z] C order on `SEMANTIC_KITTI` (Velodyne
+    frame of that scan); ``.invalid``: bit-packed (MSB first) voxels never observed. Both masks
+    are ``~invalid`` (minus outliers): the SSC benchmark evaluates exactly there.
+    """
+    shape = SEMANTIC_KITTI.shape
+    n = int(np.prod(shape))
+    if not label_path.is_file():
+        raise FileNotFoundError(f"SemanticKITTI labels not found: {label_path}")
+    raw = np.fromfile(label_path, dtype=np.uint16)
+    if raw.size != n:
+        raise ValueError(f"{label_path}: {raw.size} labels, expected {n} = {shape}")
+    invalid_path = label_path.with_suffix(".invalid")
+    if invalid_path.is_file():
+        packed = np.fromfile(invalid_path, dtype=np.uint8)
+        if packed.size * 8 != n:
+            raise ValueError(f"{invalid_path}: {packed.size} bytes, expected {n // 8} (bit-packed {shape})")
+        invalid = np.unpackbits(packed).astype(bool)
+    else:
+        invalid = np.zeros(n, bool)
+    lut = np.zeros(65536, np.uint8)  # unknown ids -> others (0)
+    for k, v in SEMANTICKITTI_TO_OCC3D.items():
+        lut[k] = v
+    sem = lut[raw]
+    valid = ~invalid & ~np.isin(raw, SEMANTICKITTI_IGNORE)
+    mask = torch.from_numpy(valid.reshape(shape))
+    return GroundTruth(grid=SEMANTIC_KITTI, occ_semantics=torch.from_numpy(sem.reshape(shape)),
+                       occ_mask_camera=mask, occ_mask_lidar=mask.clone())
+
+
 def load_velodyne_bin(path: Path) -> np.ndarray:
     """KITTI ``.bin`` (float32 x 4) -> ``[M, 3]`` xyz in the Velodyne frame."""
     if not path.is_file():
@@ -159,6 +205,7 @@ class KittiSequence:
     T_world_ego: np.ndarray  # [T, 4, 4]
     timestamps: np.ndarray  # [T]
     lidar_paths: list[Optional[Path]] = field(default_factory=list)  # T entries, None = no scan
+    voxel_label_paths: list[Optional[Path]] = field(default_factory=list)  # T entries, SemanticKITTI SSC
 
     def __post_init__(self):
         T = len(self.timestamps)
@@ -208,13 +255,22 @@ class _KittiDataset(Dataset):
         frame = self._frame(seq, i)
         context = {o: self._frame(seq, j) for o, j in ctx.items()}
         gt = None
-        lidar = seq.lidar_paths[i] if seq.lidar_paths else None
-        if self.cfg.load_gt and lidar is not None:
-            pts = torch.from_numpy(load_velodyne_bin(lidar))  # Velodyne frame == ego frame
-            T = torch.as_tensor(np.stack([seq.T_ego_cam[c] for c in seq.cameras]))
-            depth = lidar_depth_maps(pts, frame.K, T, *frame.image_size, max_depth=self.cfg.gt_depth_max)
-            gt = GroundTruth(depth=depth)
+        if self.cfg.load_gt:
+            labels = seq.voxel_label_paths[i] if seq.voxel_label_paths else None
+            lidar = seq.lidar_paths[i] if seq.lidar_paths else None
+            gt = load_semantickitti_voxels(labels) if labels is not None else GroundTruth()
+            if lidar is not None:
+                pts = torch.from_numpy(load_velodyne_bin(lidar))  # Velodyne frame == ego frame
+                T = torch.as_tensor(np.stack([seq.T_ego_cam[c] for c in seq.cameras]))
+                gt.depth = lidar_depth_maps(pts, frame.K, T, *frame.image_size, max_depth=self.cfg.gt_depth_max)
+            if labels is None and lidar is None:
+                gt = None
         return Sample(frame=frame, context=context, gt=gt, sample_id=f"{seq.name}/{i:06d}")
+
+    def labelled_indices(self) -> list[int]:
+        """Dataset indices whose frame has SemanticKITTI voxel labels (every 5th frame in the
+        official release), e.g. ``Subset(ds, ds.labelled_indices())`` for evaluation."""
+        return [k for k, (seq, i, _) in enumerate(self.items) if seq.voxel_label_paths and seq.voxel_label_paths[i] is not None]
 
 
 def _odometry_root(path: Path) -> Path:
@@ -284,7 +340,9 @@ class KittiOdometryDataset(_KittiDataset):
         paths = {c: [seq_dir / c / f"{i:06d}.png" for i in range(len(ts))] for c in cameras}
         velo = seq_dir / "velodyne"
         lidar = [velo / f"{i:06d}.bin" if (velo / f"{i:06d}.bin").is_file() else None for i in range(len(ts))]
-        return KittiSequence(name, cameras, paths, K, T_ego_cam, T_world_ego, ts, lidar)
+        vox = seq_dir / "voxels"
+        labels = [vox / f"{i:06d}.label" if (vox / f"{i:06d}.label").is_file() else None for i in range(len(ts))]
+        return KittiSequence(name, cameras, paths, K, T_ego_cam, T_world_ego, ts, lidar, labels)
 
 
 def oxts_poses(oxts: np.ndarray) -> np.ndarray:
