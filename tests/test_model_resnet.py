@@ -88,6 +88,13 @@ def test_frozen_stages_and_norm_eval():
     assert net2.conv1.weight.requires_grad and net2.layer1[0].bn1.training
     with pytest.raises(ValueError, match="depth"):
         ResNet(42)
+    # stages after the last output are never run: no gradients requested, forward stops early
+    short = ResNet(18, out_indices=(0, 1))
+    assert not any(p.requires_grad for p in short.layer3.parameters())
+    assert not any(p.requires_grad for p in short.fc.parameters())
+    assert all(p.requires_grad for p in short.layer2.parameters())
+    outs = short(torch.randn(1, 3, 32, 32))
+    assert [o.shape[1] for o in outs] == [64, 128]
 
 
 def test_fpn_shapes_and_top_down_path():

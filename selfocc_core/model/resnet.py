@@ -82,6 +82,8 @@ class ResNet(nn.Module):
         norm_eval: keep every BatchNorm in eval mode (running statistics frozen, the usual
             choice for small detection/occupancy batches); affine parameters still train
             unless their stage is frozen.
+    Stages after ``max(out_indices)`` (and ``fc``) exist for key compatibility only: they are
+    never run and have ``requires_grad=False``.
 
     forward: images ``[B, 3, H, W]`` (already normalised) -> list of ``[B, C_i, H/s_i, W/s_i]``.
     """
@@ -146,6 +148,10 @@ class ResNet(nn.Module):
     def _freeze(self) -> None:
         for m in self._frozen_modules():
             m.requires_grad_(False)
+        # stages after the last returned one are kept only for state_dict compatibility: never
+        # run, so they must not ask for gradients (DDP would flag them as unused)
+        for i in range(self.out_indices[-1] + 2, 5):
+            getattr(self, f"layer{i}").requires_grad_(False)
 
     def train(self, mode: bool = True) -> "ResNet":
         super().train(mode)
