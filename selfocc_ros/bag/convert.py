@@ -338,7 +338,8 @@ def kitti_odometry_recording(root: str | Path, sequence: str = "00") -> Recordin
     if len(times) != len(poses):
         log.warning("KITTI %s: %d times but %d poses; using the first %d", sequence, len(times), len(poses), n)
 
-    T_cam0_base = invert_transform(np.vstack([calib["Tr"], [0, 0, 0, 1]])) if "Tr" in calib else T_FLU_OPTICAL.T
+    # Tr maps Velodyne points into cam0 (p_cam0 = Tr @ p_velo), i.e. Tr = T_cam0_velo.
+    T_cam0_base = np.vstack([calib["Tr"], [0, 0, 0, 1]]) if "Tr" in calib else T_FLU_OPTICAL.T
     T_base_cam0 = invert_transform(T_cam0_base)
     T_odom_world = T_FLU_OPTICAL  # world = optical cam0 frame at frame 0
     stamps = [KITTI_EPOCH_NS + int(round(t * 1e9)) for t in times[:n]]
