@@ -142,3 +142,15 @@ def test_kitti_default_camera_and_split(real_data_dir):
     assert ds[0].frame.camera_names == ["image_0"]  # no image_2 in the snippet
     with pytest.raises(FileNotFoundError, match="08"):
         KittiOdometryDataset(root, DataConfig(), split="val")
+
+
+def test_dataloader_with_workers(real_data_dir):
+    """Readers are picklable and batch through a multi-process DataLoader."""
+    from torch.utils.data import DataLoader
+
+    ds = KittiOdometryDataset(real_data_dir / "kitti_odometry" / "dataset", DataConfig(image_height=32, image_width=104))
+    loader = DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate_samples)
+    batches = list(loader)
+    assert len(batches) == 3
+    assert batches[0].frame.images.shape == (3, 1, 3, 32, 104) and batches[0].context[1].T_world_ego.shape == (3, 4, 4)
+    assert batches[0].sample_id == "00/000001,00/000002,00/000003"

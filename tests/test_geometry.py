@@ -241,3 +241,11 @@ def test_voxel_grid_rejects_bad_spec():
         VoxelGridSpec(x_min=1.0, x_max=0.0)
     with pytest.raises(ValueError, match="voxel_size"):
         VoxelGridSpec(voxel_size=0.0)
+
+
+def test_gradcheck_transform_points_and_invert():
+    rng = np.random.default_rng(3)
+    T = torch.as_tensor(make_transform(rng.normal(size=4), rng.normal(size=3))).requires_grad_()
+    p = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(transform_points, (T, p))
+    assert torch.autograd.gradcheck(lambda t: invert_transform(t), (T,))
