@@ -4,9 +4,12 @@
     ros2 launch selfocc_ros occ.launch.py checkpoint:=/path/model.pt rviz:=true namespace:=front use_sim_time:=true
 
 Arguments: config (ROS parameter file, default share/selfocc_ros/config/occ.yaml), checkpoint,
-namespace, use_sim_time, rviz, rviz_config (default share/selfocc_ros/rviz/selfocc.rviz).
-Large images need FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in every process of the graph; this file
-sets it for the processes it starts (export it for the others too).
+namespace, use_sim_time, rviz, rviz_config (default share/selfocc_ros/rviz/selfocc.rviz),
+dds_profile (Fast DDS XML profile for the processes started here; default
+share/selfocc_ros/config/fastdds_large_images.xml, 64 MB shared-memory segments so that
+6 x 1600x900 images at 12 Hz arrive complete on one machine; '' = Fast DDS defaults).
+Every process exchanging the images (camera drivers, bag player) should use the same profile:
+export FASTDDS_DEFAULT_PROFILES_FILE=<profile> there too (tools/dds_large_images.py measures it).
 """
 
 import os
@@ -32,6 +35,10 @@ def generate_launch_description():
         DeclareLaunchArgument("rviz", default_value="false", description="also start RViz"),
         DeclareLaunchArgument("rviz_config", default_value=PathJoinSubstitution([share, "rviz", "selfocc.rviz"]),
                               description="RViz configuration"),
+        DeclareLaunchArgument("dds_profile",
+                              default_value=os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE",
+                                                           PathJoinSubstitution([share, "config", "fastdds_large_images.xml"])),
+                              description="Fast DDS XML profile (FASTDDS_DEFAULT_PROFILES_FILE) of the started processes"),
     ]
     use_sim_time = LaunchConfiguration("use_sim_time")
     node = Node(
@@ -55,5 +62,5 @@ def generate_launch_description():
         condition=IfCondition(LaunchConfiguration("rviz")),
         output="screen",
     )
-    env = [SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"))]
+    env = [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("dds_profile"))]
     return LaunchDescription([*args, *env, node, rviz])

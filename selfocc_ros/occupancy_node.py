@@ -18,8 +18,9 @@ subscriptions and the inference worker, ``deactivate()`` / ``cleanup()`` undo th
 thread only queues synchronized sets; decoding, TF lookups (which may wait ``tf_timeout``),
 inference and publishing run on the worker, always on the newest set (older ones are dropped).
 
-Large images over Fast DDS: export FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in *every* process
-of the graph (publishers, this node, RViz); see docs in config/occ.yaml.
+Large images over Fast DDS on one machine: FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_images.xml
+in *every* process of the graph (publishers, this node, RViz); see config/occ.yaml and
+tools/dds_large_images.py.
 """
 
 from __future__ import annotations

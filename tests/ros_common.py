@@ -27,13 +27,27 @@ def test_domain_id() -> int:
 test_domain_id.__test__ = False  # not a test
 
 
+# The Fast DDS set-up documented for large images (tools/dds_large_images.py): every process of a
+# graph must use the same one, so the test process applies it to itself too (apply_dds_env).
+DDS_ENV = {
+    "FASTDDS_DEFAULT_PROFILES_FILE": str(Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml"),
+    "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+}
+
+
+def apply_dds_env() -> None:
+    """Use DDS_ENV in this process (read when a context/participant is created)."""
+    os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+    os.environ.update(DDS_ENV)
+
+
 def ros_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for ROS subprocesses: own domain, localhost only, Fast DDS large-data transport."""
+    """Environment for ROS subprocesses: own domain, localhost only, the same Fast DDS profile."""
     env = dict(os.environ)
     env.update(extra or {})
+    env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+    env.update(DDS_ENV)
     env["ROS_DOMAIN_ID"] = str(test_domain_id())
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "occ.launch.py"
 CONFIG = REPO / "config" / "occ.yaml"
 RVIZ = REPO / "rviz" / "selfocc.rviz"
+DDS_PROFILE = REPO / "config" / "fastdds_large_images.xml"
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -34,14 +35,29 @@ def test_launch_file_compiles_and_declares_arguments(tmp_path):
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
     declared = [n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call)
                 and getattr(n.func, "id", "") == "DeclareLaunchArgument"]
-    assert declared == ["config", "checkpoint", "namespace", "use_sim_time", "rviz", "rviz_config"]
+    assert declared == ["config", "checkpoint", "namespace", "use_sim_time", "rviz", "rviz_config", "dds_profile"]
     # what it names exists: the executable (installed to lib/selfocc_ros by setup.py), config, rviz config
     text = LAUNCH.read_text()
     assert 'executable="occupancy_node"' in text and (REPO / "scripts" / "occupancy_node").is_file()
     assert '"config", "occ.yaml"' in text and CONFIG.is_file()
     assert '"rviz", "selfocc.rviz"' in text and RVIZ.is_file()
+    assert '"config", "fastdds_large_images.xml"' in text and DDS_PROFILE.is_file()
     setup = (REPO / "setup.py").read_text()
-    assert 'glob("launch/*.launch.py")' in setup and 'glob("config/*.yaml")' in setup and 'glob("rviz/*.rviz")' in setup
+    for pattern in ('glob("launch/*.launch.py")', 'glob("config/*.yaml")', 'glob("config/*.xml")', 'glob("rviz/*.rviz")'):
+        assert pattern in setup, pattern
+
+
+def test_dds_profile_is_valid_fastdds_xml():
+    import xml.etree.ElementTree as ET
+
+    ns = {"d": "http://www.eprosima.com"}
+    root = ET.parse(DDS_PROFILE).getroot()
+    shm = [t for t in root.iterfind(".//d:transport_descriptor", ns) if t.findtext("d:type", namespaces=ns) == "SHM"]
+    assert shm and int(shm[0].findtext("d:segment_size", namespaces=ns)) >= 6 * 1600 * 900 * 3
+    part = root.find(".//d:participant", ns)
+    assert part.get("is_default_profile") == "true"
+    used = [t.text for t in part.iterfind(".//d:userTransports/d:transport_id", ns)]
+    assert set(used) == {t.findtext("d:transport_id", namespaces=ns) for t in root.iterfind(".//d:transport_descriptor", ns)}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("launch") is None or importlib.util.find_spec("launch_ros") is None,
@@ -52,7 +68,7 @@ def test_generate_launch_description():
     spec.loader.exec_module(mod)
     ld = mod.generate_launch_description()
     names = [a.name for a in ld.get_launch_arguments()]
-    assert names == ["config", "checkpoint", "namespace", "use_sim_time", "rviz", "rviz_config"]
+    assert names == ["config", "checkpoint", "namespace", "use_sim_time", "rviz", "rviz_config", "dds_profile"]
 
 
 @pytest.mark.ros

@@ -21,7 +21,7 @@ import yaml
 rclpy = pytest.importorskip("rclpy")
 
 from ros_common import (  # noqa: E402
-    RENDER_CACHE, TINY_CAMS, check_outputs_match, make_tiny_checkpoint, ros_env, spin_until, test_domain_id,
+    RENDER_CACHE, TINY_CAMS, apply_dds_env, check_outputs_match, make_tiny_checkpoint, ros_env, spin_until, test_domain_id,
 )
 from selfocc_ros.testing import OutputCollector, synthetic_frames  # noqa: E402
 
@@ -37,6 +37,7 @@ START_NS = 1_700_000_100 * 10**9
 def msgs_env():
     from selfocc_ros import msg_build
 
+    apply_dds_env()
     try:
         env = msg_build.activate_in_process()
     except msg_build.BuildError as e:
@@ -85,7 +86,6 @@ def _node_args(params: Path, ckpt):
 
 @pytest.fixture
 def ros_node_ctx(msgs_env):
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=test_domain_id())
     node = rclpy.create_node("mp_collector", context=ctx)

@@ -19,7 +19,7 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from ros_common import (  # noqa: E402
-    RENDER_CACHE, TINY_CAMS, check_outputs_match, make_tiny_checkpoint, spin_until, test_domain_id,
+    RENDER_CACHE, TINY_CAMS, apply_dds_env, check_outputs_match, make_tiny_checkpoint, spin_until, test_domain_id,
 )
 from selfocc_ros.testing import FixturePublisher, OutputCollector, StandInPredictor  # noqa: E402
 
@@ -33,6 +33,7 @@ NUM_FRAMES = 6  # one rendered drive shared by all tests (renders are cached per
 def ros_msgs():
     from selfocc_ros import msg_build
 
+    apply_dds_env()
     try:
         return msg_build.activate_in_process()
     except msg_build.BuildError as e:
@@ -43,7 +44,6 @@ class Graph:
     """Fixture publisher + occupancy node + collector in one context, spun by a background executor."""
 
     def __init__(self, predictor=None, faults=None, compressed="", params=None, num_frames=NUM_FRAMES, cams=CAMS):
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         from selfocc_ros.occupancy_node import OccupancyNode
 
         self.ctx = rclpy.Context()
