@@ -6,6 +6,7 @@ print it. Wall-clock and process CPU time are both reported because the CPU may 
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 
@@ -53,7 +54,7 @@ def bench_render(
         seq = SyntheticSequence(seed, repeats + 2, rig)
         n_cam = len(seq.rig.cameras)
         result = {"rig": rig, "cameras": n_cam, "threads": torch.get_num_threads(),
-                  "machine": f"{platform.machine()} {platform.processor() or ''} cpu_count={torch.get_num_threads()}".strip(),
+                  "machine": f"{platform.machine()} {platform.processor()} cpus={os.cpu_count()}".replace("  ", " "),
                   "render": []}
         runs = [(h, w, repeats) for h, w in sizes]
         if native:

@@ -161,7 +161,9 @@ def _sidewalk(b: _Builder, side: float, x0: float, x1: float, seg: float = 20.0)
     hw = (SIDEWALK_OUTER - ROAD_HALF_WIDTH) / 2
     x = x0
     while x < x1:
-        b.add(BOX, (x + seg / 2, yc, KERB_HEIGHT / 2), (seg / 2, hw, KERB_HEIGHT / 2), "sidewalk", tx.PAVING, (0.6, 0.6, 0.6))
+        # the slab reaches 0.25 m below the road so voxels centred on the road level are inside it
+        b.add(BOX, (x + seg / 2, yc, (KERB_HEIGHT - 0.25) / 2), (seg / 2, hw, (KERB_HEIGHT + 0.25) / 2), "sidewalk", tx.PAVING,
+              (0.6, 0.6, 0.6))
         x += seg
 
 
