@@ -12,6 +12,7 @@ Only the factory functions take a node; nothing here calls rclpy.init.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from typing import Callable, Sequence
@@ -24,6 +25,11 @@ from selfocc_ros import conversions as conv
 def _available(module: str) -> bool:
     if os.environ.get("SELFOCC_FORCE_FALLBACK", "") not in ("", "0"):
         return False
+    return _find(module)
+
+
+@functools.lru_cache(maxsize=None)
+def _find(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):

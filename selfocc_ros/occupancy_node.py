@@ -25,6 +25,7 @@ tools/dds_large_images.py.
 
 from __future__ import annotations
 
+import collections
 import sys
 import threading
 import time
@@ -86,7 +87,8 @@ class OccupancyNode(Node):
         self.pub_depth: dict[str, object] = {}
         self.stats: Optional[NodeStats] = None
         self.throttle = WarnThrottle(float(self.get_parameter("warn_throttle").value))
-        self.on_result = None  # optional hook(stamp_ns, prediction) for in-process tests/benchmarks
+        self.on_result = None  # optional hook(assembled, prediction) for in-process tests/benchmarks
+        self.timings: collections.deque = collections.deque(maxlen=1000)  # per published set (benchmarks)
 
     # ------------------------------------------------------------------ parameters
 
@@ -260,9 +262,13 @@ class OccupancyNode(Node):
         model_s = time.perf_counter() - t_model
         t_pub = time.perf_counter()
         self.publish_prediction(pred, assembled)
+        t_end = time.perf_counter()
         now_ns = self.get_clock().now().nanoseconds
-        overhead = (t_model - t_start) + (time.perf_counter() - t_pub)
+        overhead = (t_model - t_start) + (t_end - t_pub)
         self.stats.on_published(time.monotonic(), (now_ns - assembled.stamp_ns) / 1e9, model_s, overhead)
+        self.timings.append({"decode_s": assembled.decode_s, "tf_s": assembled.tf_s,
+                             "assemble_s": t_model - t_start, "model_s": model_s, "publish_s": t_end - t_pub,
+                             "latency_s": (now_ns - assembled.stamp_ns) / 1e9})
         if self.on_result is not None:
             self.on_result(assembled, pred)
 

@@ -112,7 +112,8 @@ class FixturePublisher:
 
     def __init__(self, node, cameras: list[str], num_frames: int = 8, height: int = 48, width: int = 88, seed: int = 0,
                  encoding: str = "rgb8", compressed: str = "", start_stamp_ns: Optional[int] = None,
-                 faults: Optional[dict[int, str]] = None, cache_dir: Optional[str] = None):
+                 faults: Optional[dict[int, str]] = None, cache_dir: Optional[str] = None,
+                 output_size: Optional[tuple[int, int]] = None):
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -121,6 +122,8 @@ class FixturePublisher:
         self.node = node
         self.cameras = list(cameras)
         self.data = synthetic_frames(self.cameras, num_frames, height, width, seed, cache_dir)
+        self.output_size = output_size  # publish images resized to (H, W) (K scaled), e.g. 900x1600
+        self._resized: dict[int, object] = {}
         self.encoding, self.compressed = encoding, compressed
         self.faults = dict(faults or {})
         self.start_ns = start_stamp_ns if start_stamp_ns is not None else node.get_clock().now().nanoseconds
@@ -147,7 +150,21 @@ class FixturePublisher:
         self.pub_tf_static.publish(msg)
 
     def frame(self, i: int):
-        return self.data.frame(i)
+        """The published frame i (resized to output_size when set)."""
+        if self.output_size is None:
+            return self.data.frame(i)
+        if i not in self._resized:
+            import torch.nn.functional as F
+            from dataclasses import replace
+
+            from selfocc_core.geometry.camera import scale_intrinsics
+
+            f = self.data.frame(i)
+            H, W = self.output_size
+            h, w = f.image_size
+            imgs = F.interpolate(f.images, size=(H, W), mode="bilinear", align_corners=False).clamp(0, 1)
+            self._resized[i] = replace(f, images=imgs, K=scale_intrinsics(f.K, W / w, H / h))
+        return self._resized[i]
 
     def publish_frame(self, i: int) -> int:
         """Publish TF, camera_info and images of frame i (with its faults). Returns the stamp [ns]."""
@@ -155,7 +172,7 @@ class FixturePublisher:
 
         fault = self.faults.get(i, "")
         stamp = self.stamp_ns(i)
-        frame = self.data.frame(i)
+        frame = self.frame(i)
         now = time.monotonic()
         for due, m in [x for x in self._late_tf if x[0] <= now]:
             self.pub_tf.publish(m)
@@ -209,7 +226,8 @@ class OutputCollector:
         self.grids: dict[int, object] = {}
         self.depth: dict[str, dict[int, object]] = {c: {} for c in cameras}
         self.diagnostics: list = []
-        self.receive_time: dict[int, float] = {}
+        self.receive_time: dict[int, float] = {}  # monotonic, first output with that stamp
+        self.receive_wall_ns: dict[int, int] = {}  # wall clock (the stamps' clock), cloud arrival
         st = conv.stamp_to_ns
 
         def keep(store):
@@ -219,8 +237,12 @@ class OutputCollector:
                 self.receive_time.setdefault(s, time.monotonic())
             return cb
 
+        def keep_cloud(m):
+            self.receive_wall_ns.setdefault(st(m.header.stamp), time.time_ns())
+            keep(self.clouds)(m)
+
         self._subs = [
-            node.create_subscription(PointCloud2, f"{node_fqn}/occupancy", keep(self.clouds), qos),
+            node.create_subscription(PointCloud2, f"{node_fqn}/occupancy", keep_cloud, qos),
             node.create_subscription(MarkerArray, f"{node_fqn}/occupancy_markers", keep(self.markers), qos),
             node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, qos),
         ]
