@@ -126,3 +126,31 @@ def test_bad_arguments(tmp_path):
     (tmp_path / "exists").mkdir()
     with pytest.raises(FileExistsError, match="exists"):
         exn.export_nuscenes(tmp_path / "exists")
+
+
+def test_box_annotations_project_onto_the_objects(export):
+    from nuscenes.utils.geometry_utils import view_points
+
+    nusc = NuScenes(version="v1.0-synth", dataroot=str(export), verbose=False)
+    sample = nusc.get("sample", nusc.scene[0]["first_sample_token"])
+    assert len(sample["anns"]) > 3
+    ann = nusc.get("sample_annotation", sample["anns"][0])
+    inst = nusc.get("instance", ann["instance_token"])
+    assert inst["nbr_annotations"] >= 1 and ann["category_name"] in ("vehicle.car", "vehicle.truck", "human.pedestrian.adult")
+    seq = SyntheticSequence(5, 7)
+    out = seq.render(0, H, W)
+    checked = 0
+    for n, cam in enumerate(NUSCENES_CAMERAS):
+        _, boxes, K = nusc.get_sample_data(sample["data"][cam])  # boxes in the camera frame
+        # the nearest box in view: its centre projects onto that object in our rendering
+        boxes = [b for b in boxes if b.center[2] > 1.0]
+        if not boxes:
+            continue
+        box = min(boxes, key=lambda b: b.center[2])
+        u, v = view_points(box.center[:, None], K, normalize=True)[:2, 0]
+        if not (0 <= u < W and 0 <= v < H):
+            continue
+        want = {"vehicle.car": 4, "vehicle.truck": 10, "human.pedestrian.adult": 7}[box.name]
+        assert out.semantics[n, int(v), int(u)].item() == want, (cam, box)
+        checked += 1
+    assert checked >= 2

@@ -23,7 +23,9 @@ share one instant, so their ego poses are equal (each sample_data still has its 
 ego_pose record, as in nuScenes). LIDAR_TOP sits 0.94 m ahead / 1.84 m above the ego origin
 with the ego's axes. ``labels.npz`` holds ``semantics`` uint8 [200, 200, 16] (Occ3D classes,
 17 = free), ``mask_camera`` and ``mask_lidar`` uint8, on the Occ3D grid in the keyframe's ego
-frame. ``sample_annotation``/``instance``/``attribute`` are empty lists.
+frame. ``sample_annotation`` holds a 3D box per object (cars, trucks, pedestrians) within
+`ANNOTATION_RANGE_M` of the ego at each keyframe, ``instance`` one record per object, with
+categories vehicle.car / vehicle.truck / human.pedestrian.adult; ``attribute`` is empty.
 
 Scene names are ``synth-<seed:04d>``. Tokens are deterministic (md5 of what they name).
 The export is written into ``DIR.partial`` and renamed onto ``DIR`` only when complete, and
@@ -54,6 +56,8 @@ KEYFRAME_EVERY = 6  # 12 Hz frames -> 2 Hz keyframes
 BASE_TIMESTAMP_US = 1_700_000_000_000_000
 DONE_MARKER = "DONE"
 LIDAR = "LIDAR_TOP"
+ANNOTATION_RANGE_M = 50.0
+_CATEGORY_OF_CLASS = {"car": "vehicle.car", "truck": "vehicle.truck", "pedestrian": "human.pedestrian.adult"}
 
 
 def token(*parts) -> str:
@@ -83,6 +87,22 @@ def _pose_record(tok: str, T: np.ndarray, **extra) -> dict:
             "rotation": [float(v) for v in matrix_to_quaternion(T[:3, :3])], **extra}
 
 
+def _annotate(tables: dict, scene_name: str, sample_token: str, boxes: list[dict]) -> None:
+    known = {r["token"] for r in tables["instance"]}
+    for b in boxes:
+        inst_tok = token("instance", scene_name, b["instance"])
+        if inst_tok not in known:
+            tables["instance"].append({"token": inst_tok, "category_token": token("category", b["category"]),
+                                       "nbr_annotations": 0, "first_annotation_token": "", "last_annotation_token": ""})
+            known.add(inst_tok)
+        q = matrix_to_quaternion(np.array([[np.cos(b["yaw"]), -np.sin(b["yaw"]), 0], [np.sin(b["yaw"]), np.cos(b["yaw"]), 0], [0, 0, 1]]))
+        tables["sample_annotation"].append({
+            "token": token("sample_annotation", scene_name, sample_token, b["instance"]), "sample_token": sample_token,
+            "instance_token": inst_tok, "visibility_token": "4", "attribute_tokens": [],
+            "translation": [float(v) for v in b["center"]], "size": [float(v) for v in b["size"]],
+            "rotation": [float(v) for v in q], "prev": "", "next": "", "num_lidar_pts": 1, "num_radar_pts": 0})
+
+
 def simulate_lidar(seq: SyntheticSequence, i: int) -> np.ndarray:
     """LIDAR_TOP scan of frame i: float32 [M, 5] (x, y, z in the LiDAR frame, intensity, ring)."""
     T = seq.T_world_ego(i)
@@ -94,6 +114,36 @@ def simulate_lidar(seq: SyntheticSequence, i: int) -> np.ndarray:
     ring = torch.arange(beams).repeat_interleave(1024)[ok].float()
     intensity = torch.full_like(ring, 20.0)
     return torch.cat([pts, intensity[:, None], ring[:, None]], -1).numpy().astype(np.float32)
+
+
+def object_boxes(seq: SyntheticSequence, i: int, max_range: float = ANNOTATION_RANGE_M) -> list[dict]:
+    """3D boxes of the objects near the ego at frame i: dicts with instance (int), category,
+    center (world, 3), size (nuScenes [width, length, height]), yaw, velocity (world, 3)."""
+    from selfocc_core.classes import OCC3D_CLASSES
+
+    prims = seq.world.prims.at(seq.time(i))
+    ego = torch.as_tensor(seq.T_world_ego(i)[:3, 3], dtype=torch.float32)
+    boxes = []
+    for inst in torch.unique(prims.instance).tolist():
+        if inst < 0:
+            continue
+        parts = torch.nonzero(prims.instance == inst).squeeze(-1)
+        cls = OCC3D_CLASSES[int(prims.label[parts[0]])]
+        if cls not in _CATEGORY_OF_CLASS:
+            continue
+        yaw = float(prims.yaw[parts[0]])
+        c, sn = np.cos(yaw), np.sin(yaw)
+        R = torch.tensor([[c, sn, 0.0], [-sn, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float32)  # world -> object axes
+        centers = (prims.center[parts] - prims.center[parts[0]]) @ R.T
+        lo = (centers - prims.half[parts]).min(0).values
+        hi = (centers + prims.half[parts]).max(0).values
+        mid = prims.center[parts[0]] + ((lo + hi) / 2) @ R  # object axes -> world
+        if (mid[:2] - ego[:2]).norm() > max_range:
+            continue
+        ext = (hi - lo).tolist()
+        boxes.append({"instance": inst, "category": _CATEGORY_OF_CLASS[cls], "center": mid.tolist(),
+                      "size": [ext[1], ext[0], ext[2]], "yaw": yaw, "velocity": prims.velocity[parts[0]].tolist()})
+    return boxes
 
 
 def export_nuscenes(
@@ -203,6 +253,7 @@ def export_nuscenes(
                     "prev": token("sample_data", scene_name, ch, i - 1) if i > 0 else "",
                     "next": token("sample_data", scene_name, ch, i + 1) if i + 1 < num_frames else ""})
             if key:
+                _annotate(tables, scene_name, sample_token, object_boxes(seq, i))
                 gt = seq.ground_truth(i)
                 atomic_write_bytes(tmp / "gts" / scene_name / sample_token / "labels.npz", _npz(
                     semantics=gt.semantics.numpy().astype(np.uint8),
@@ -210,6 +261,15 @@ def export_nuscenes(
                     mask_lidar=gt.mask_lidar.numpy().astype(np.uint8)))
             log(f"{scene_name}: frame {i + 1}/{num_frames}{' (keyframe)' if key else ''}")
 
+    # link each instance's annotations in time
+    by_instance: dict[str, list[dict]] = {}
+    for ann in tables["sample_annotation"]:
+        by_instance.setdefault(ann["instance_token"], []).append(ann)
+    for inst_tok, anns in by_instance.items():
+        for a, b in zip(anns[:-1], anns[1:]):
+            a["next"], b["prev"] = b["token"], a["token"]
+        rec = next(r for r in tables["instance"] if r["token"] == inst_tok)
+        rec.update(nbr_annotations=len(anns), first_annotation_token=anns[0]["token"], last_annotation_token=anns[-1]["token"])
     for name, rows in tables.items():
         atomic_write_text(tmp / version / f"{name}.json", json.dumps(rows, indent=1))
     atomic_write_text(tmp / DONE_MARKER, json.dumps({"format": "nuscenes", "version": version, "seeds": [int(s) for s in seeds],
