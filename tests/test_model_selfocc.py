@@ -1,6 +1,5 @@
 """End-to-end SelfOcc model on schema Frames: shapes, rendering, gradients, variants, config."""
 
-import dataclasses
 import math
 
 import pytest
