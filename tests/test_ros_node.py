@@ -15,6 +15,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+import rclpy.executors  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
@@ -249,5 +250,47 @@ def test_bad_checkpoints_fail_configure_naming_the_file(ros_msgs, tmp_path):
         node.configure()
         assert node.predictor.camera_names == TINY_CAMS
         node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+def test_tf_listener_gets_static_transforms_published_before_it_started(ros_msgs):
+    """/tf_static is transient-local: a node started after the publisher still gets the camera extrinsics;
+    /tf samples feed the buffer and NaN transforms are rejected (counted for diagnostics)."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from tf2_msgs.msg import TFMessage
+
+    from selfocc_core.geometry.transforms import T_FLU_OPTICAL, make_transform
+    from selfocc_ros import compat
+    from selfocc_ros import conversions as conv
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=test_domain_id())
+    try:
+        pub = rclpy.create_node("static_pub", context=ctx)
+        static_pub = pub.create_publisher(TFMessage, "/tf_static", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        dyn_pub = pub.create_publisher(TFMessage, "/tf", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        T = make_transform([1.0, 0, 0, 0], [1.5, 0.0, 1.6]) @ T_FLU_OPTICAL
+        static_pub.publish(TFMessage(transforms=[conv.matrix_to_transform_stamped(T, "base_link", "cam_optical_frame")]))
+        time.sleep(0.2)
+        late = rclpy.create_node("late_listener", context=ctx)
+        buffer, listener, lookup = compat.make_tf(late)
+        ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
+        ex.add_node(pub)
+        ex.add_node(late)
+        assert spin_until(ex, lambda: buffer.can_transform("base_link", "cam_optical_frame", 0), 10.0)
+        np.testing.assert_allclose(lookup("base_link", "cam_optical_frame", 123), T, atol=1e-9)
+        good = conv.matrix_to_transform_stamped(np.eye(4), "odom", "base_link", 5 * 10**9)
+        bad = conv.matrix_to_transform_stamped(np.eye(4), "odom", "base_link", 6 * 10**9)
+        bad.transform.rotation.w = float("nan")
+        assert spin_until(ex, lambda: dyn_pub.get_subscription_count() > 0, 5.0)
+        dyn_pub.publish(TFMessage(transforms=[good, bad]))
+        assert spin_until(ex, lambda: listener.rejected == 1, 5.0)
+        assert "TF_NAN_INPUT" in listener.last_rejection
+        np.testing.assert_allclose(lookup("odom", "cam_optical_frame", 5 * 10**9), T, atol=1e-9)
+        ex.shutdown()
+        pub.destroy_node()
+        late.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)

@@ -328,3 +328,150 @@ def test_tf2_ros_buffer_agrees():
         ref.lookup_transform("odom", "base_link", rclpy.time.Time(nanoseconds=12 * S))
     with pytest.raises(ExtrapolationException):
         ours.lookup_matrix("odom", "base_link", 12 * S)
+
+
+# ============================================================================ node logic (no rclpy)
+
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from selfocc_ros.node_logic import (  # noqa: E402
+    CameraConfig,
+    InputError,
+    LatestWorker,
+    NodeStats,
+    RateMeter,
+    WarnThrottle,
+    assemble_frame,
+)
+
+
+def _cam_msgs(names, stamp_s, h=4, w=6, frame_ids=None):
+    K = np.array([[5.0, 0, 3], [0, 5.0, 2], [0, 0, 1]])
+    imgs, infos = [], []
+    for k, n in enumerate(names):
+        hdr = Header(frame_id=(frame_ids or [f"{c.lower()}_optical_frame" for c in names])[k],
+                     stamp=Time(sec=int(stamp_s[k]), nanosec=int(round((stamp_s[k] % 1) * 1e9))))
+        rgb = np.full((h, w, 3), 10 * (k + 1), np.uint8)
+        imgs.append(conv.numpy_to_image(rgb, "rgb8", hdr))
+        infos.append(conv.make_camera_info(K, h, w, hdr))
+    return imgs, infos
+
+
+def test_assemble_frame_folds_per_camera_ego_motion():
+    names = ["A", "B"]
+    cams = [CameraConfig(n, f"/{n}/image_raw", f"/{n}/camera_info") for n in names]
+    buf = TransformBuffer()
+    T_base_a = make_transform(_yaw(0.1), [1.0, 0.0, 1.5]) @ T_FLU_OPTICAL
+    T_base_b = make_transform(_yaw(3.0), [-1.0, 0.0, 1.5]) @ T_FLU_OPTICAL
+    buf.set_transform_static(_tf("base_link", "a_optical_frame", 0, T_base_a))
+    buf.set_transform_static(_tf("base_link", "b_optical_frame", 0, T_base_b))
+    buf.set_transform(_tf("odom", "base_link", 10.0, make_transform(_yaw(0.0), [0, 0, 0])))
+    buf.set_transform(_tf("odom", "base_link", 11.0, make_transform(_yaw(0.0), [10, 0, 0])))
+    # camera B fires 0.1 s after A: the car moved 1 m in between, folded into T_ego_cam[B]
+    imgs, infos = _cam_msgs(names, [10.5, 10.6])
+    out = assemble_frame(imgs, infos, cams, lambda t, s, ns: buf.lookup_matrix(t, s, ns), "base_link", "odom")
+    f = out.frame
+    assert out.stamp_ns == 10_500_000_000 and f.timestamp == 10.5 and f.camera_names == names
+    np.testing.assert_allclose(f.T_world_ego.numpy(), make_transform(_yaw(0.0), [5, 0, 0]), atol=1e-6)
+    np.testing.assert_allclose(f.T_ego_cam[0].numpy(), T_base_a, atol=1e-6)
+    np.testing.assert_allclose(f.T_ego_cam[1].numpy(), make_transform(_yaw(0.0), [1, 0, 0]) @ T_base_b, atol=1e-5)
+    assert f.images.shape == (2, 3, 4, 6) and float(f.images[1, 0, 0, 0]) == pytest.approx(20 / 255)
+    np.testing.assert_allclose(f.K[0].numpy(), [[5, 0, 3], [0, 5, 2], [0, 0, 1]])
+
+
+def test_assemble_frame_errors_have_kinds():
+    names = ["A", "B"]
+    cams = [CameraConfig(n, f"/{n}/image_raw", f"/{n}/camera_info") for n in names]
+    ok_lookup = lambda t, s, ns: np.eye(4)  # noqa: E731
+    imgs, infos = _cam_msgs(names, [1.0, 1.0])
+    with pytest.raises(InputError) as e:
+        assemble_frame(imgs, [infos[0], None], cams, ok_lookup, "base_link", "odom")
+    assert e.value.kind == "camera_info" and e.value.camera == "B" and "/B/camera_info" in str(e.value)
+    bad = conv.make_camera_info(np.eye(3) * [5, 5, 1], 4, 7)
+    with pytest.raises(InputError) as e:
+        assemble_frame(imgs, [infos[0], bad], cams, ok_lookup, "base_link", "odom")
+    assert e.value.kind == "size" and "image is 6x4 but camera_info says 7x4" in str(e.value)
+    imgs[0].encoding = "yuv422"
+    with pytest.raises(InputError) as e:
+        assemble_frame(imgs, infos, cams, ok_lookup, "base_link", "odom")
+    assert e.value.kind == "image" and e.value.camera == "A"
+    imgs, infos = _cam_msgs(names, [1.0, 1.0])
+
+    def failing(t, s, ns):
+        raise ExtrapolationException("Lookup would require extrapolation into the future")
+
+    with pytest.raises(InputError) as e:
+        assemble_frame(imgs, infos, cams, failing, "base_link", "odom")
+    assert e.value.kind == "tf" and "odom <- base_link" in str(e.value) and "future" in str(e.value)
+    small, small_info = _cam_msgs(["B"], [1.0], h=2, w=3)
+    with pytest.raises(InputError) as e:
+        assemble_frame([imgs[0], small[0]], [infos[0], small_info[0]], cams, ok_lookup, "base_link", "odom")
+    assert e.value.kind == "size" and "different image sizes" in str(e.value)
+
+
+def test_latest_worker_drops_old_items():
+    gate = threading.Event()
+    seen = []
+
+    def process(x):
+        gate.wait(5)
+        seen.append(x)
+
+    errors = []
+    w = LatestWorker(process, on_error=errors.append).start()
+    assert w.submit(1) is False  # taken by the worker, which blocks on the gate
+    time.sleep(0.1)
+    assert [w.submit(i) for i in (2, 3, 4)] == [False, True, True]  # 2 and 3 replaced
+    gate.set()
+    end = time.monotonic() + 5
+    while not w.idle() and time.monotonic() < end:
+        time.sleep(0.01)
+    w.stop()
+    assert seen == [1, 4] and w.dropped == 2 and w.processed == 2 and w.submitted == 4 and not errors
+
+
+def test_latest_worker_survives_exceptions():
+    errors, seen = [], []
+
+    def process(x):
+        if x == "bad":
+            raise RuntimeError("model exploded")
+        seen.append(x)
+
+    w = LatestWorker(process, on_error=errors.append).start()
+    for item in ("bad", "good"):
+        w.submit(item)
+        end = time.monotonic() + 5
+        while not w.idle() and time.monotonic() < end:
+            time.sleep(0.01)
+    w.stop()
+    assert seen == ["good"] and len(errors) == 1 and "exploded" in str(errors[0]) and w.errors == 1
+
+
+def test_rate_meter_throttle_and_stats():
+    r = RateMeter(window=2.0)
+    for k in range(11):
+        r.tick(100.0 + 0.1 * k)  # 10 Hz for 1 s
+    assert r.rate(101.0) == pytest.approx(10.0)
+    assert r.rate(103.5) == 0.0  # all ticks left the window
+    th = WarnThrottle(period=5.0)
+    assert th.should_log("a", 0.0) and not th.should_log("a", 4.9) and th.should_log("b", 4.9)
+    assert th.should_log("a", 5.0)
+
+    st = NodeStats(["A", "B"], camera_timeout=1.0)
+    t0 = st.start_time
+    st.on_image("A", t0 + 0.5)
+    st.on_synced(t0 + 0.5, dropped=False)
+    st.on_synced(t0 + 0.6, dropped=True)
+    st.on_error("tf", "[tf] extrapolation into the future")
+    st.on_published(t0 + 0.7, latency_s=0.2, model_s=0.1, overhead_s=0.05)
+    statuses = {s.name.split(": ")[1]: s for s in st.statuses(t0 + 1.2)}
+    assert statuses["camera A"].level == 0 and statuses["camera B"].level == 1  # B never sent: stale
+    assert statuses["camera B"].message == "no image received yet"
+    p = statuses["pipeline"]
+    assert p.level == 1 and "stale cameras: B" in p.message and "last tf" in p.message
+    assert p.values["dropped_sets"] == "1" and p.values["synced_sets"] == "2" and p.values["errors_tf"] == "1"
+    assert p.values["latency_mean_s"] == "0.2000" and p.values["model_mean_s"] == "0.1000"
+    assert statuses["tf"].level == 1 and statuses["tf"].values["failures"] == "1"
+    assert st.stale_cameras(t0 + 1.6) == ["A", "B"]
