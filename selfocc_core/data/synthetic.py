@@ -28,7 +28,7 @@ from selfocc_core.io_utils import atomic_write_bytes
 from selfocc_core.synth.rigs import RIG_NAMES
 from selfocc_core.synth.sequence import SyntheticSequence
 
-_CACHE_VERSION = 1  # bump when the renderer's output changes
+_CACHE_VERSION = 2  # bump when the world generator or renderer output changes
 
 
 @dataclass(frozen=True)

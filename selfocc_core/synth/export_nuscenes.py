@@ -23,9 +23,10 @@ share one instant, so their ego poses are equal (each sample_data still has its 
 ego_pose record, as in nuScenes). LIDAR_TOP sits 0.94 m ahead / 1.84 m above the ego origin
 with the ego's axes. ``labels.npz`` holds ``semantics`` uint8 [200, 200, 16] (Occ3D classes,
 17 = free), ``mask_camera`` and ``mask_lidar`` uint8, on the Occ3D grid in the keyframe's ego
-frame. ``sample_annotation`` holds a 3D box per object (cars, trucks, pedestrians) within
+frame. ``sample_annotation`` holds a 3D box per object (vehicles, bicycles, pedestrians) within
 `ANNOTATION_RANGE_M` of the ego at each keyframe, ``instance`` one record per object, with
-categories vehicle.car / vehicle.truck / human.pedestrian.adult; ``attribute`` is empty.
+nuScenes categories (vehicle.car, vehicle.truck, vehicle.bus.rigid, vehicle.motorcycle,
+vehicle.bicycle, human.pedestrian.adult); ``attribute`` is empty.
 
 Scene names are ``synth-<seed:04d>``. Tokens are deterministic (md5 of what they name).
 The export is written into ``DIR.partial`` and renamed onto ``DIR`` only when complete, and
@@ -57,7 +58,8 @@ BASE_TIMESTAMP_US = 1_700_000_000_000_000
 DONE_MARKER = "DONE"
 LIDAR = "LIDAR_TOP"
 ANNOTATION_RANGE_M = 50.0
-_CATEGORY_OF_CLASS = {"car": "vehicle.car", "truck": "vehicle.truck", "pedestrian": "human.pedestrian.adult"}
+_CATEGORY_OF_CLASS = {"car": "vehicle.car", "truck": "vehicle.truck", "bus": "vehicle.bus.rigid", "motorcycle": "vehicle.motorcycle",
+                      "bicycle": "vehicle.bicycle", "pedestrian": "human.pedestrian.adult"}
 
 
 def token(*parts) -> str:
@@ -183,8 +185,7 @@ def export_nuscenes(
         {"token": str(i + 1), "level": lvl, "description": f"visibility of whole object is between {lo} and {hi}%"}
         for i, (lvl, lo, hi) in enumerate([("v0-40", 0, 40), ("v40-60", 40, 60), ("v60-80", 60, 80), ("v80-100", 80, 100)])
     ]
-    for name in ("vehicle.car", "vehicle.truck", "human.pedestrian.adult", "movable_object.barrier",
-                 "movable_object.trafficcone", "static_object.bicycle_rack"):
+    for name in (*_CATEGORY_OF_CLASS.values(), "movable_object.barrier", "movable_object.trafficcone"):
         tables["category"].append({"token": token("category", name), "name": name, "description": f"synthetic {name}"})
     channels = list(NUSCENES_CAMERAS) + ([LIDAR] if with_lidar else [])
     for ch in channels:

@@ -116,7 +116,10 @@ def shade_material(
         # lane markings: dashed centre line, solid lines between driving and parking lanes
         dash = line_coverage(p[:, 1], 0.075, fp) * ((p[:, 0] % 9.0) < 4.5).float()
         edge = line_coverage(p[:, 1].abs() - 4.5, 0.075, fp)
-        mark = (dash + edge).clamp(max=1.0) * (0.85 + 0.1 * fbm(p, 8.0, 2, fp, seed + 3))
+        # zebra crossings (4 m wide, every 70 m, placed by the seed) over the whole road
+        xc = (p[:, 0] - 11.0 * (seed % 7)) % 70.0
+        zebra = line_coverage(xc - 2.0, 2.0, fp) * line_coverage(_periodic_dist(p[:, 1] + 0.25, 1.0), 0.25, fp)
+        mark = (dash * (1 - line_coverage(xc - 2.0, 3.0, fp)) + edge + zebra).clamp(max=1.0) * (0.85 + 0.1 * fbm(p, 8.0, 2, fp, seed + 3))
         return _mix(rgb, _rgb((0.88, 0.88, 0.85), n, dev), mark)
     if material == GRASS:
         g = fbm(p, 1.5, 5, fp, seed)
@@ -151,10 +154,14 @@ def shade_material(
         u, v = face_coords(p, normal_axis, half)
         return _windows(rgb, u, v, normal_axis, fp, seed)
     if material == CAR_PAINT:
-        rgb = color * (1.0 + 0.12 * fbm(p, 2.0, 4, fp, seed)).unsqueeze(-1)
-        # a darker stripe along the doors and number-plate-ish blocks give local structure
-        stripe = line_coverage(p[:, 2] - 0.0, 0.05, fp)
-        return _mix(rgb, rgb * 0.5, stripe)
+        rgb = color * (1.0 + 0.15 * fbm(p, 2.0, 5, fp, seed)).unsqueeze(-1)
+        # a dark rubbing strip, door seams every 1.1 m and lights at the ends give local structure
+        stripe = line_coverage(p[:, 2], 0.05, fp)
+        seams = line_coverage(_periodic_dist(p[:, 0], 1.1), 0.015, fp) * (normal_axis == 1).float()
+        ends = (normal_axis == 0).float() * line_coverage(p[:, 2] - 0.15 * half[:, 2], 0.08, fp)
+        lights = ends * line_coverage(p[:, 1].abs() - 0.7 * half[:, 1], 0.15 * half[:, 1], fp)
+        rgb = _mix(rgb, rgb * 0.45, (stripe + seams).clamp(max=1.0))
+        return _mix(rgb, _rgb((0.95, 0.9, 0.7), n, dev), lights)
     if material == GLASS:
         g = 0.12 + 0.10 * fbm(p, 1.5, 4, fp, seed)
         return torch.stack([g, g * 1.1, g * 1.35], -1).clamp(0, 1)

@@ -226,6 +226,10 @@ def _street_furniture(b: _Builder, rng, side: float, x0: float, x1: float):
         y = side * 9.4
         b.add(CYLINDER, (x, y, 3.0 + KERB_HEIGHT), (0.1, 0.1, 3.0), "manmade", tx.METAL, (0.5, 0.5, 0.5))
         b.add(BOX, (x, y - side * 0.6, 6.05), (0.3, 0.7, 0.08), "manmade", tx.METAL, (0.4, 0.4, 0.4))
+        if rng.random() < 0.35:  # a bicycle leaning next to the lamp post
+            inst = b.new_instance()
+            b.add(BOX, (x + 1.2, side * 9.0, KERB_HEIGHT + 0.5), (0.85, 0.06, 0.5), "bicycle", tx.METAL,
+                  tuple(rng.uniform(0.1, 0.9, size=3)), 0.0, inst)
         x += rng.uniform(18, 28)
     # traffic signs and a few barriers / cones
     x = x0 + rng.uniform(0, 30)
@@ -245,17 +249,26 @@ def _street_furniture(b: _Builder, rng, side: float, x0: float, x1: float):
         x += rng.uniform(40, 80)
 
 
-def _car(b: _Builder, rng, x: float, y: float, yaw: float, vx: float, truck: bool = False):
+def _car(b: _Builder, rng, x: float, y: float, yaw: float, vx: float, kind: str = "car"):
+    """A vehicle of `kind` ('car' | 'truck' | 'bus' | 'motorcycle') centred at (x, y) on the road."""
     inst = b.new_instance()
     col = _CAR_COLORS[rng.integers(len(_CAR_COLORS))]
     v = (vx, 0.0, 0.0)
-    if truck:
+    d = math.copysign(1.0, math.cos(yaw))
+    if kind == "truck":
         L, W = rng.uniform(6.5, 8.0), 2.4
         b.add(BOX, (x, y, 0.2), (L / 2 - 0.3, W / 2 - 0.1, 0.2), "truck", tx.RUBBER, (0.05, 0.05, 0.05), yaw, inst, v)
         cab = 1.8
-        d = math.copysign(1.0, math.cos(yaw))
         b.add(BOX, (x + d * (L / 2 - cab / 2), y, 1.4), (cab / 2, W / 2, 1.0), "truck", tx.CAR_PAINT, col, yaw, inst, v)
         b.add(BOX, (x - d * cab / 2, y, 1.9), ((L - cab) / 2 - 0.1, W / 2, 1.5), "truck", tx.PLASTER, (0.85, 0.85, 0.85), yaw, inst, v)
+        return
+    if kind == "bus":
+        L, W = rng.uniform(10.0, 12.0), 2.5
+        b.add(BOX, (x, y, 0.2), (L / 2 - 0.5, W / 2 - 0.1, 0.2), "bus", tx.RUBBER, (0.05, 0.05, 0.05), yaw, inst, v)
+        b.add(BOX, (x, y, 1.75), (L / 2, W / 2, 1.35), "bus", tx.CAR_PAINT, col, yaw, inst, v)
+        return
+    if kind == "motorcycle":
+        b.add(BOX, (x, y, 0.55), (1.0, 0.3, 0.5), "motorcycle", tx.CAR_PAINT, col, yaw, inst, v)
         return
     L, W = rng.uniform(4.0, 4.8), rng.uniform(1.75, 1.95)
     H = rng.uniform(0.75, 0.9)
@@ -271,7 +284,9 @@ def _parked_cars(b: _Builder, rng, side: float, x0: float, x1: float):
     while x < x1:
         if rng.random() < 0.75:
             yaw = (0.0 if side < 0 else math.pi) + rng.normal(0, 0.03)
-            _car(b, rng, x, side * rng.uniform(5.6, 5.9), yaw, 0.0, truck=rng.random() < 0.08)
+            r = rng.random()
+            kind = "truck" if r < 0.07 else "motorcycle" if r < 0.12 else "car"
+            _car(b, rng, x, side * rng.uniform(5.6, 5.9), yaw, 0.0, kind)
         x += rng.uniform(6.0, 11.0)
 
 
@@ -297,5 +312,6 @@ def _traffic(b: _Builder, rng, x0: float, x1: float, speed: float, duration_s: f
     span = abs(v) * duration_s
     x = x0 + rng.uniform(0, 20)
     while x < x1 + span:
-        _car(b, rng, x, -LANE_Y, math.pi, v, truck=rng.random() < 0.1)
+        r = rng.random()
+        _car(b, rng, x, -LANE_Y, math.pi, v, "truck" if r < 0.08 else "bus" if r < 0.16 else "car")
         x += rng.uniform(15, 45)
