@@ -6,10 +6,11 @@ cones) are instead sampled on a lattice finer than the voxels so they are never 
 Ground voxels are those whose bottom lies below the road surface (z = 0). Objects (things
 with an instance id) are written last so they win over stuff.
 
-Visibility masks (Occ3D style): ``mask_camera`` marks voxels traversed by camera rays up to
-and including the voxel of the first hit; ``mask_lidar`` does the same for a simulated
-spinning LiDAR. Rays are sampled every half voxel, so a voxel only clipped at a corner may
-be missed; that is acceptable for a mask.
+Visibility masks (Occ3D style): ``mask_camera`` marks voxels seen by a camera, i.e. in front
+of the first surface hit along the camera rays, plus the voxel of the hit (`camera_visibility`
+projects every voxel centre into depth maps rendered at moderate resolution: cheaper than
+marching rays and without gaps between diverging rays); ``mask_lidar`` does the same for a simulated spinning
+LiDAR, counting only voxels within 0.75 voxel of a beam (`lidar_visibility`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from selfocc_core.classes import CLASS_ID, FREE_LABEL
+from selfocc_core.classes import FREE_LABEL
+from selfocc_core.geometry.camera import backproject
 from selfocc_core.geometry.transforms import invert_transform, transform_points
 from selfocc_core.geometry.voxel_grid import VoxelGridSpec
-from selfocc_core.geometry.camera import backproject
 from selfocc_core.synth.raycast import cull, intersect_groups, to_local
-from selfocc_core.synth.world import BOX, CYLINDER, ELLIPSOID, Primitives, World, ground_label
+from selfocc_core.synth.world import BOX, CYLINDER, Primitives, World, ground_label
 
 # LiDAR mounting in the ego frame (nuScenes LIDAR_TOP is ~0.94 m ahead of the rear axle, 1.84 m up).
 NUSCENES_LIDAR_IN_EGO = (0.94, 0.0, 1.84)

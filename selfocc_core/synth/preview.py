@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
