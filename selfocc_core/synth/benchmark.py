@@ -34,13 +34,14 @@ def bench_render(
     native: bool = True,
     with_gt: bool = True,
     seed: int = 0,
-    threads: int | None = None,
+    threads: int | None = 1,
 ) -> dict:
     """Time rendering all cameras of `rig` at each (H, W) in `sizes` (and once at native size).
 
     Returns ``{"rig", "cameras", "threads", "machine", "render": [{"height", "width", "rays",
     "wall_s", "cpu_s", "fps", "mrays_per_s"}, ...], "gt": {"wall_s", "cpu_s"}}``; fps counts
-    whole rig frames (all cameras) per wall-clock second.
+    whole rig frames (all cameras) per wall-clock second. `threads`: torch CPU threads for
+    rendering (1 is fastest on a shared CPU; None = torch's default).
     """
     if repeats <= 0:
         raise ValueError(f"bench_render: repeats must be positive, got {repeats}")
@@ -51,7 +52,7 @@ def bench_render(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        seq = SyntheticSequence(seed, repeats + 2, rig)
+        seq = SyntheticSequence(seed, repeats + 2, rig, threads=threads)
         n_cam = len(seq.rig.cameras)
         result = {"rig": rig, "cameras": n_cam, "threads": torch.get_num_threads(),
                   "machine": f"{platform.machine()} {platform.processor()} cpus={os.cpu_count()}".replace("  ", " "),

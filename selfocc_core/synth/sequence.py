@@ -6,6 +6,7 @@ all see exactly the same images for the same settings.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,11 +41,29 @@ class FrameGT:
     mask_lidar: Tensor
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with `n` torch CPU threads (None: unchanged), then restore the setting."""
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
 class SyntheticSequence:
-    """Frames i = 0..num_frames-1 at t_i = i / frame_rate_hz of one generated world."""
+    """Frames i = 0..num_frames-1 at t_i = i / frame_rate_hz of one generated world.
+
+    Rendering runs many small tensor ops, for which extra intra-op threads only add overhead
+    (10x slower measured with 2 threads on a busy 2-core machine), so `render` and
+    `ground_truth` use `threads` torch threads (default 1; None keeps the caller's setting).
+    """
 
     def __init__(self, seed: int, num_frames: int, rig: str | Rig = "nuscenes", cameras=None,
-                 speed_mps: float = 10.0, frame_rate_hz: float = 12.0):
+                 speed_mps: float = 10.0, frame_rate_hz: float = 12.0, threads: int | None = 1):
         if num_frames <= 0:
             raise ValueError(f"num_frames must be positive, got {num_frames}")
         if frame_rate_hz <= 0:
@@ -53,6 +72,7 @@ class SyntheticSequence:
             raise ValueError(f"speed_mps must be >= 0, got {speed_mps}")
         self.rig = get_rig(rig, cameras) if isinstance(rig, str) else rig.select(cameras)
         self.num_frames = int(num_frames)
+        self.threads = threads
         self.frame_rate_hz = float(frame_rate_hz)
         self.world: World = generate_world(int(seed), duration_s=(num_frames - 1) / frame_rate_hz, speed_mps=speed_mps)
 
@@ -75,11 +95,16 @@ class SyntheticSequence:
         """Render all cameras of frame i at (height, width)."""
         self._check(i)
         T_world_cam = torch.tensor(np.stack([self.T_world_ego(i) @ c.T_ego_cam for c in self.rig.cameras]), dtype=torch.float32)
-        return render_cameras(self.world, self.time(i), self.intrinsics(height, width), T_world_cam, height, width)
+        with torch_threads(self.threads):
+            return render_cameras(self.world, self.time(i), self.intrinsics(height, width), T_world_cam, height, width)
 
     def ground_truth(self, i: int) -> FrameGT:
         """Occupancy, camera-visibility and LiDAR-visibility masks of frame i."""
         self._check(i)
+        with torch_threads(self.threads):
+            return self._ground_truth(i)
+
+    def _ground_truth(self, i: int) -> FrameGT:
         t, T = self.time(i), self.T_world_ego(i)
         grid = self.rig.grid
         sem = occupancy_semantics(self.world, t, T, grid)
