@@ -294,3 +294,21 @@ def test_tf_listener_gets_static_transforms_published_before_it_started(ros_msgs
         late.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_worker_waits_for_tf_that_lags_the_images(graph_factory):
+    """Odometry often arrives after the images: within tf_timeout the set is still served."""
+    from tf2_msgs.msg import TFMessage
+
+    from selfocc_ros import conversions as conv
+
+    g = graph_factory(faults={1: "tf_missing"}, params={"tf_timeout": 2.0})
+    g.play(0)
+    stamp = g.play(1, wait_output=False)
+    time.sleep(0.4)
+    assert stamp not in g.out.clouds  # still waiting for odom -> base_link at the stamp
+    T = g.fixture.frame(1).T_world_ego.double().numpy()
+    g.fixture.pub_tf.publish(TFMessage(transforms=[conv.matrix_to_transform_stamped(T, "odom", "base_link", stamp)]))
+    assert spin_until(None, lambda: g.out.complete([stamp]), 5.0)
+    check_outputs_match(g.out, stamp, StandInPredictor().predict(g.fixture.frame(1)), CAMS)
+    assert not g.node.stats.errors
