@@ -6,7 +6,6 @@ test_ros_multiprocess.py runs the real predictor in separate processes.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 

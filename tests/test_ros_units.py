@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import TransformStamped
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from selfocc_core.classes import FREE_LABEL, OCC3D_COLORS
@@ -475,3 +474,32 @@ def test_rate_meter_throttle_and_stats():
     assert p.values["latency_mean_s"] == "0.2000" and p.values["model_mean_s"] == "0.1000"
     assert statuses["tf"].level == 1 and statuses["tf"].values["failures"] == "1"
     assert st.stale_cameras(t0 + 1.6) == ["A", "B"]
+
+
+# ============================================================================ msg build helper
+
+
+def test_patch_exported_include_dirs_rewrites_foreign_paths_idempotently(tmp_path):
+    import sysconfig
+
+    import numpy
+
+    from selfocc_ros.msg_build import patch_exported_include_dirs
+
+    cmake = tmp_path / "share" / "geometry_msgs" / "cmake"
+    cmake.mkdir(parents=True)
+    real = tmp_path / "include"
+    real.mkdir()
+    f = cmake / "export_geometry_msgs__rosidl_generator_pyExport.cmake"
+    f.write_text(
+        'set_target_properties(x PROPERTIES\n'
+        f'  INTERFACE_INCLUDE_DIRECTORIES "/opt/python/cp311-cp311/include/python3.11;'
+        f'/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include;{real}"\n)\n')
+    other = cmake / "unrelated.cmake"  # not an *Export.cmake file: untouched
+    other.write_text('INTERFACE_INCLUDE_DIRECTORIES "/opt/python/cp311-cp311/include/python3.11"')
+    assert patch_exported_include_dirs(tmp_path) == 1
+    text = f.read_text()
+    assert "/opt/python" not in text
+    assert f'"{sysconfig.get_paths()["include"]};{numpy.get_include()};{real}"' in text
+    assert patch_exported_include_dirs(tmp_path) == 0  # idempotent
+    assert "/opt/python" in other.read_text()
