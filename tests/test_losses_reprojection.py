@@ -175,3 +175,25 @@ def test_ray_grid_round_trip_and_shape_errors():
     o, d, zpu, cam, uv = anchor_rays()
     with pytest.raises(ValueError, match="either t"):
         reprojection_loss(torch.zeros(1, H * W, 3), o, d, cam, uv, [rig(plane_image(0), T_ego_anchor())], (1, H, W))
+
+
+def test_background_proposal_explains_a_scene_at_infinity():
+    # Source identical to the target while the camera moved: only "infinitely far" fits.
+    o, d, zpu, cam, uv = anchor_rays()
+    target = plane_image(0.0)
+    src = rig(target, shifted(T_ego_anchor(), BASELINE))
+    target_rgb = sample_at_pixels(target[None, None], cam, uv)
+    t = DEPTHS.view(1, 1, -1) / zpu.unsqueeze(-1)
+    surface = torch.zeros_like(t)
+    surface[..., 2] = 1.0  # all weight on a surface 7 m away
+    kw = dict(t=t, automask=False)
+    on_surface = reprojection_loss(target_rgb, o, d, cam, uv, [src], (1, H, W), weights=surface,
+                                   background_weight=torch.zeros_like(t[..., 0]), **kw)
+    transparent = reprojection_loss(target_rgb, o, d, cam, uv, [src], (1, H, W), weights=torch.zeros_like(t),
+                                    background_weight=torch.ones_like(t[..., 0]), **kw)
+    assert float(transparent.loss) < 1e-3 < 0.05 < float(on_surface.loss)
+    # gradient: moving weight from the surface to the background lowers the loss
+    bg = torch.full_like(t[..., 0], 0.5).requires_grad_(True)
+    reprojection_loss(target_rgb, o, d, cam, uv, [src], (1, H, W), weights=surface * 0.5, background_weight=bg,
+                      **kw).loss.backward()
+    assert float(bg.grad.sum()) < 0

@@ -23,6 +23,11 @@ class LossConfig:
     min_valid_weight: float = 0.5
     """A ray counts for a source frame only if this fraction of its rendering weight projects
     inside the source images."""
+    background: Literal["none", "infinity"] = "infinity"
+    """What the transmittance left after a ray's last sample stands for. 'infinity': a background
+    beyond the scene box: in the MVS loss it is one more depth proposal at infinite distance, in
+    the RGB loss it takes the pixel's own colour (nothing is modelled there), so sky and far
+    scenery need no surface inside the box. 'none': rendered colour is sum(w * rgb) only."""
     rgb_weight: float = 0.1
     """L1 between rendered colour and pixel colour."""
     eikonal_weight: float = 0.1

@@ -38,6 +38,8 @@ from selfocc_core.losses.ssim import photometric_error
 # Per-ray loss given to a (ray, source) pair without a valid projection, so the minimum over
 # sources picks another source; rays invalid for every source are dropped.
 _INVALID = 1.0e4
+# Distance (m) of the "background at infinity" proposal.
+BACKGROUND_DISTANCE = 1.0e4
 
 
 @dataclass
@@ -221,6 +223,7 @@ def reprojection_loss(
     t: Optional[Tensor] = None,
     weights: Optional[Tensor] = None,
     distance: Optional[Tensor] = None,
+    background_weight: Optional[Tensor] = None,
     alpha: float = 0.85,
     automask: bool = True,
     source_cameras: Literal["all", "same"] = "all",
@@ -232,6 +235,9 @@ def reprojection_loss(
     origins, directions: [B, R, 3] rays in ego0; camera_index: [B, R]; pixels: [B, R, 2]
     MVS-embedded: pass ``t`` [B, R, S] and ``weights`` [B, R, S].
     Rendered depth: pass ``distance`` [B, R] (expected distance along the ray).
+    background_weight: optional [B, R] (MVS only), the transmittance left after the last sample
+    (``1 - accumulation``): it becomes one more proposal at infinite distance, so that sky and
+    scenery beyond the scene box can be explained without putting surfaces inside the box.
     min_valid_weight: a ray counts for a source only if at least this fraction of its
     rendering weight falls on proposals that project inside the source.
     """
@@ -249,6 +255,11 @@ def reprojection_loss(
             raise ValueError("reprojection_loss: t and weights must both be [B, R, S]")
         points = (origins.unsqueeze(2) + t.unsqueeze(-1) * directions.unsqueeze(2)).detach()
         w = weights
+        if background_weight is not None:
+            # A point this far projects like a direction (camera translation is negligible).
+            far_point = (origins + BACKGROUND_DISTANCE * directions).detach()
+            points = torch.cat([points, far_point.unsqueeze(2)], dim=2)
+            w = torch.cat([w, background_weight.clamp(min=0.0).unsqueeze(-1)], dim=-1)
     else:
         points = (origins + distance.unsqueeze(-1) * directions).unsqueeze(2)
         w = torch.ones_like(points[..., 0])

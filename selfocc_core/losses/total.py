@@ -68,15 +68,20 @@ def compute_losses(cfg: LossConfig, inp: LossInputs) -> LossTerms:
         kw = dict(alpha=cfg.ssim_alpha, automask=cfg.automask, source_cameras=cfg.source_cameras,
                   min_valid_weight=cfg.min_valid_weight)
         if cfg.reprojection_mode == "mvs":
+            bg = (1.0 - render.accumulation) if cfg.background == "infinity" else None
             out = reprojection_loss(inp.target_rgb, rays.origins, rays.directions, rays.camera_index, rays.pixels,
-                                    inp.sources, inp.grid, t=render.t, weights=render.weights, **kw)
+                                    inp.sources, inp.grid, t=render.t, weights=render.weights,
+                                    background_weight=bg, **kw)
         else:
             out = reprojection_loss(inp.target_rgb, rays.origins, rays.directions, rays.camera_index, rays.pixels,
                                     inp.sources, inp.grid, distance=render.distance, **kw)
         terms["reprojection"], weights["reprojection"] = out.loss, cfg.reprojection_weight
         stats["reprojection_mask_fraction"] = float(out.mask.float().mean())
     if cfg.rgb_weight > 0:
-        terms["rgb"], weights["rgb"] = rgb_loss(render.rgb, inp.target_rgb), cfg.rgb_weight
+        rgb = render.rgb
+        if cfg.background == "infinity":
+            rgb = rgb + (1.0 - render.accumulation).clamp(min=0.0).unsqueeze(-1) * inp.target_rgb.detach()
+        terms["rgb"], weights["rgb"] = rgb_loss(rgb, inp.target_rgb), cfg.rgb_weight
     if cfg.eikonal_weight > 0 and inp.gradients is not None:
         terms["eikonal"], weights["eikonal"] = eikonal_loss(inp.gradients), cfg.eikonal_weight
     if cfg.hessian_weight > 0 and inp.hessian is not None:

@@ -34,10 +34,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from selfocc_core.config_io import ConfigError, to_dict
-    from selfocc_core.data.open import open_dataset
     from selfocc_core.io_utils import atomic_write_text
     from selfocc_core.training import distributed as D
     from selfocc_core.training.config import load_experiment_config
+    from selfocc_core.training.data import open_data
     from selfocc_core.training.trainer import Trainer, TrainingDivergedError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -55,12 +55,13 @@ def run(args: argparse.Namespace) -> int:
     if env.device.type == "cpu":
         torch.set_num_threads(max(torch.get_num_threads(), 1))
     try:
-        train_set = open_dataset(args.data, cfg.data, "train")
+        # Training never needs ground truth: do not even load it.
+        train_set = open_data(args.data, dataclasses.replace(cfg.data, load_gt=False), "train")
         eval_set = None
         if cfg.train.eval_interval > 0 and env.is_main:
             eval_spec = cfg.train.eval_data or args.data
             try:
-                eval_set = open_dataset(eval_spec, dataclasses.replace(cfg.data, load_gt=True), "val")
+                eval_set = open_data(eval_spec, dataclasses.replace(cfg.data, load_gt=True), "val")
             except (ValueError, FileNotFoundError) as e:
                 logging.getLogger("selfocc.train").warning("no evaluation data (%s): %s", eval_spec, e)
         out = Path(args.out)

@@ -129,7 +129,9 @@ def ground_plane_occupancy(grid, ground_height: float, device=None) -> Tensor:
 def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, device: torch.device,
              max_samples: int, stride: Optional[int] = None) -> dict:
     """Depth metrics (vs GT depth at the rays of the input frame's cameras) and occupancy IoU
-    (vs GT on the camera mask, with a ground-plane-only baseline) over the first ``max_samples``.
+    (vs GT on the camera mask inside the model's scene box, with a ground-plane-only baseline:
+    voxels at/below ``cfg.model.ground_height``) over ``max_samples`` samples spread evenly
+    over the dataset.
 
     Returns {} when the dataset has no ground truth.
     """
@@ -141,7 +143,9 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
     depth_m, occ_m, base_m = DepthMetrics(), GeometryMetrics(), GeometryMetrics()
     stride = stride or cfg.train.eval_stride
     try:
-        for i in range(min(max_samples, len(dataset))):
+        n = min(max_samples, len(dataset))
+        # evenly spread over the dataset (several streets / sequences), deterministic
+        for i in sorted({int(round(x)) for x in np.linspace(0, len(dataset) - 1, n)}):
             s = collate_samples([dataset[i]]).to(device)
             gt, inp = s.gt, s.without_gt()
             if gt is None:
@@ -160,7 +164,12 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
                 centres = gt.grid.centers(device=device).unsqueeze(0)  # [1, X, Y, Z, 3]
                 occ = (field_.sdf(centres)[0] <= 0).cpu()
                 gt_occ = (gt.occ_semantics[0] != FREE_LABEL).cpu()
-                mask = None if gt.occ_mask_camera is None else gt.occ_mask_camera[0].bool().cpu()
+                # Score only voxels inside the model's scene box (outside it the field is free by
+                # construction); the baseline is scored on the same voxels.
+                n = cfg.model.scene.normalize(centres[0])
+                mask = (n.abs() <= 1.0).all(-1).cpu()
+                if gt.occ_mask_camera is not None:
+                    mask &= gt.occ_mask_camera[0].bool().cpu()
                 occ_m.update(occ, gt_occ, mask)
                 base_m.update(ground_plane_occupancy(gt.grid, cfg.model.ground_height), gt_occ, mask)
     finally:
@@ -305,6 +314,9 @@ class Trainer:
         offset = choose_anchor_offset(self.cfg.loss, available)
         use_bf16 = self.cfg.train.bf16 and self.env.device.type == "cuda"
         self.optimizer.zero_grad(set_to_none=True)
+        # BatchNorm running statistics change in the forward pass; keep a copy so that a skipped
+        # (non-finite) step leaves the model exactly as it was.
+        buffers = {k: v.detach().clone() for k, v in self.model.named_buffers()}
         with torch.autocast(device_type=self.env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self.objective(sample, offset)
         total = out["total"]
@@ -322,6 +334,10 @@ class Trainer:
             self.consecutive_nan = 0
         else:
             self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for k, v in self.model.named_buffers():
+                    if k in buffers:
+                        v.copy_(buffers[k])
             self.consecutive_nan += 1
             self.skipped += 1
             warnings.warn(f"step {self.step}: non-finite loss or gradient ({float(total.detach()):.4g}); step skipped "
@@ -391,8 +407,11 @@ class Trainer:
         return metrics
 
     # --- the loop -------------------------------------------------------------------------------
-    def run(self, eval_at_start: bool = True) -> TrainResult:
+    def run(self, eval_at_start: bool = True, stop_after: Optional[int] = None) -> TrainResult:
+        """Train to ``cfg.train.steps``; ``stop_after`` ends this invocation after that many steps
+        (writing last.pt), e.g. to fit a job time limit; ``--resume`` continues."""
         tc = self.cfg.train
+        stop_step = tc.steps if stop_after is None else min(tc.steps, self.step + stop_after)
         result = TrainResult(step=self.step, last_loss=float("nan"))
         self.objective.train()
         if eval_at_start and tc.eval_interval > 0 and self.step == 0:
@@ -408,7 +427,7 @@ class Trainer:
         t_last, n_last = time.time(), 0
         batches = self._batches()
         try:
-            while self.step < tc.steps:
+            while self.step < stop_step:
                 batch = next(batches)
                 scalars = self.train_step(batch)
                 result.last_loss = scalars["loss"]
@@ -430,7 +449,7 @@ class Trainer:
                     if m:
                         result.evals.append({"step": self.step, **m})
                     D.barrier(self.env)
-                if self.step % tc.checkpoint_interval == 0 or self.step == tc.steps:
+                if self.step % tc.checkpoint_interval == 0 or self.step == stop_step:
                     self.save(periodic=self.step % tc.checkpoint_interval == 0)
                     D.barrier(self.env)
         except KeyboardInterrupt:
