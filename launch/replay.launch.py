@@ -7,11 +7,11 @@ Arguments: bag (required), rate, loop, start_offset, player (auto | ros2 | selfo
 occupancy node's config, checkpoint, namespace, rviz, rviz_config (see occ.launch.py, which is
 included with use_sim_time:=true). ``player:=auto`` uses ``ros2 bag play --clock`` where the
 rosbag2 CLI is installed, else our rclpy player (``lib/selfocc_ros/bag_player``, same options).
-Large images need FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in every process; set here for both.
+The player is started after occ.launch.py is included, so it inherits the Fast DDS environment
+that file sets for large images (every process exchanging the images needs the same one).
 """
 
 import importlib.util
-import os
 import shutil
 
 from launch import LaunchDescription
@@ -20,7 +20,6 @@ from launch.actions import (
     ExecuteProcess,
     IncludeLaunchDescription,
     OpaqueFunction,
-    SetEnvironmentVariable,
 )
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -67,7 +66,6 @@ def generate_launch_description():
         DeclareLaunchArgument("rviz_config", default_value=PathJoinSubstitution([share, "rviz", "selfocc.rviz"]),
                               description="RViz configuration"),
     ]
-    env = [SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"))]
     occ = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", "occ.launch.py"])),
         launch_arguments={
@@ -79,4 +77,4 @@ def generate_launch_description():
             "rviz_config": LaunchConfiguration("rviz_config"),
         }.items(),
     )
-    return LaunchDescription([*args, *env, occ, OpaqueFunction(function=_player)])
+    return LaunchDescription([*args, occ, OpaqueFunction(function=_player)])
