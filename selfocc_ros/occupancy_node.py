@@ -249,8 +249,14 @@ class OccupancyNode(Node):
 
     def _process(self, msgs) -> None:
         t_start = time.perf_counter()
-        with self._infos_lock:
-            infos = [self._infos.get(c.name) for c in self.cameras]
+        # CameraInfo travels on its own topic: on start-up it may trail the first images a little.
+        deadline = time.monotonic() + float(self.p("tf_timeout"))
+        while True:
+            with self._infos_lock:
+                infos = [self._infos.get(c.name) for c in self.cameras]
+            if all(i is not None for i in infos) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
         try:
             assembled = assemble_frame(msgs, infos, self.cameras, self._lookup, self.p("base_frame"), self.p("odom_frame"))
         except InputError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -28,17 +29,28 @@ test_domain_id.__test__ = False  # not a test
 
 
 # The Fast DDS set-up documented for large images (tools/dds_large_images.py): every process of a
-# graph must use the same one, so the test process applies it to itself too (apply_dds_env).
+# graph must use the same one, so the test process applies it to itself too (dds_env).
 DDS_ENV = {
     "FASTDDS_DEFAULT_PROFILES_FILE": str(Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml"),
     "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
 }
 
 
-def apply_dds_env() -> None:
-    """Use DDS_ENV in this process (read when a context/participant is created)."""
+@contextlib.contextmanager
+def dds_env():
+    """Use DDS_ENV in this process (read when a context/participant is created); restored afterwards."""
+    keys = [*DDS_ENV, "FASTDDS_BUILTIN_TRANSPORTS"]
+    saved = {k: os.environ.get(k) for k in keys}
     os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     os.environ.update(DDS_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def ros_env(extra: dict[str, str] | None = None) -> dict[str, str]:

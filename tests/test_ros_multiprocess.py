@@ -19,11 +19,17 @@ import yaml
 rclpy = pytest.importorskip("rclpy")
 
 from ros_common import (  # noqa: E402
-    RENDER_CACHE, TINY_CAMS, apply_dds_env, check_outputs_match, make_tiny_checkpoint, ros_env, spin_until, test_domain_id,
+    RENDER_CACHE, TINY_CAMS, dds_env, check_outputs_match, make_tiny_checkpoint, ros_env, spin_until, test_domain_id,
 )
 from selfocc_ros.testing import OutputCollector, synthetic_frames  # noqa: E402
 
 pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dds_env():
+    with dds_env():
+        yield
 
 REPO = Path(__file__).resolve().parents[1]
 CAMS = TINY_CAMS
@@ -35,7 +41,6 @@ START_NS = 1_700_000_100 * 10**9
 def msgs_env():
     from selfocc_ros import msg_build
 
-    apply_dds_env()
     try:
         env = msg_build.activate_in_process()
     except msg_build.BuildError as e:

@@ -19,11 +19,17 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from ros_common import (  # noqa: E402
-    RENDER_CACHE, TINY_CAMS, apply_dds_env, check_outputs_match, make_tiny_checkpoint, spin_until, test_domain_id,
+    RENDER_CACHE, TINY_CAMS, dds_env, check_outputs_match, make_tiny_checkpoint, spin_until, test_domain_id,
 )
 from selfocc_ros.testing import FixturePublisher, OutputCollector, StandInPredictor  # noqa: E402
 
 pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dds_env():
+    with dds_env():
+        yield
 
 CAMS = ["CAM_FRONT", "CAM_BACK"]
 NUM_FRAMES = 6  # one rendered drive shared by all tests (renders are cached per process)
@@ -33,7 +39,6 @@ NUM_FRAMES = 6  # one rendered drive shared by all tests (renders are cached per
 def ros_msgs():
     from selfocc_ros import msg_build
 
-    apply_dds_env()
     try:
         return msg_build.activate_in_process()
     except msg_build.BuildError as e:
