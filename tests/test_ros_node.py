@@ -83,7 +83,7 @@ class Graph:
     def play(self, i, wait_output=True, timeout=10.0):
         stamp = self.fixture.publish_frame(i)
         if wait_output:
-            ok = spin_until(None, lambda: self.out.complete([stamp]), timeout)
+            ok = spin_until(None, lambda: self.out.complete([stamp], with_grid=self.node.pub_grid is not None), timeout)
             assert ok, f"no complete output for frame {i}; stats: errors={dict(self.node.stats.errors)} {self.node.stats.last_error}"
         return stamp
 
@@ -316,3 +316,15 @@ def test_worker_waits_for_tf_that_lags_the_images(graph_factory):
     assert spin_until(None, lambda: g.out.complete([stamp]), 5.0)
     check_outputs_match(g.out, stamp, StandInPredictor().predict(g.fixture.frame(1)), CAMS)
     assert not g.node.stats.errors
+
+
+def test_node_runs_without_the_grid_message(graph_factory, monkeypatch):
+    """No selfocc_msgs (not built): ~/grid is disabled, every other output still flows."""
+    import selfocc_ros.occupancy_node as occ
+
+    monkeypatch.setattr(occ, "_grid_msg_type", lambda: None)
+    g = graph_factory()
+    assert g.node.pub_grid is None
+    stamp = g.play(0)
+    check_outputs_match(g.out, stamp, StandInPredictor().predict(g.fixture.frame(0)), CAMS)
+    assert not g.out.grids
