@@ -371,7 +371,7 @@ def make_occupancy_markers(xyz: np.ndarray, labels: np.ndarray, voxel_size: floa
         rgb = OCC3D_COLORS[cls] if cls < len(OCC3D_COLORS) else np.array([128, 128, 128])
         m.color.r, m.color.g, m.color.b = (float(c) / 255.0 for c in rgb)
         m.color.a = float(alpha)
-        m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in sel]
+        m.points = [Point(x=x, y=y, z=z) for x, y, z in sel.astype(np.float64).tolist()]
         out.markers.append(m)
     return out
 
