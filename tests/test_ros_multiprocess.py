@@ -143,8 +143,9 @@ def test_node_process_outputs_equal_offline_predictor(msgs_env, ros_node_ctx, ch
 
 
 def test_missing_checkpoint_fails_at_startup_naming_file(msgs_env, tmp_path):
+    """Through scripts/occupancy_node, the executable `ros2 run` and the launch file start."""
     missing = tmp_path / "nope" / "model.pt"
-    proc = subprocess.run([sys.executable, "-m", "selfocc_ros.occupancy_node", "--ros-args",
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "occupancy_node"), "--ros-args",
                            "--params-file", str(_params_file(tmp_path)), "-p", f"checkpoint:={missing}"],
                           env=msgs_env, cwd=REPO, capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr
