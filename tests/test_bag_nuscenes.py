@@ -12,7 +12,6 @@ from rosbags.typesys import Stores, get_typestore
 from selfocc_core.data.config import DataConfig
 from selfocc_core.data.nuscenes import NuScenesDataset
 from selfocc_core.data.rosbag import RosbagDataset
-from selfocc_core.geometry.transforms import make_transform
 from selfocc_core.synth.export_nuscenes import export_nuscenes
 from selfocc_ros.bag.convert import convert
 

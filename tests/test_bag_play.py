@@ -177,8 +177,6 @@ def test_player_paces_by_recorded_time_offset_and_topics(bag):
         due = k * 0.1 / 2.0  # 100 ms of bag time per frame at rate 2
         assert due - 0.005 <= t - first_t <= due + 0.25, (k, t - first_t)
     # /clock: bag time, never backwards, never ahead of the message published after it
-    from rosgraph_msgs.msg import Clock  # noqa: F401
-
     clock = [(t, m.clock.sec * 10**9 + m.clock.nanosec) for tp, t, m in node.log if tp == "/clock"]
     values = [v for _, v in clock]
     assert values == sorted(values) and values[0] == T0 + 350_000_000 and values[-1] == T0 + 9 * PERIOD
