@@ -47,7 +47,7 @@ def pixels(cam: int, stamp_ms: int) -> np.ndarray:
 
 
 def make_bag(path, cams: dict[str, list[int]], tf_ms: list[int], storage="mcap", speed=1.0,
-             encodings: dict | None = None, no_info=(), size=(H, W)):
+             encodings: dict | None = None, no_info=(), size=(H, W), info_size=None):
     """Cameras -> image stamps (ms); /tf odom->base_link at tf_ms moving `speed` m/s along x."""
     encodings = encodings or {}
     events = [(t, "tf", None) for t in tf_ms]
@@ -70,6 +70,10 @@ def make_bag(path, cams: dict[str, list[int]], tf_ms: list[int], storage="mcap",
             enc = encodings.get((name, t))
             if enc == "jpeg":
                 bag.write(f"/{name}/image_raw/compressed", COMPRESSED_IMAGE, stamp, compressed_image_msg(px, stamp, frame))
+            elif enc == "badjpeg":
+                msg = compressed_image_msg(px, stamp, frame)
+                msg.data = msg.data[: len(msg.data) // 3]  # cut off mid-stream
+                bag.write(f"/{name}/image_raw/compressed", COMPRESSED_IMAGE, stamp, msg)
             elif enc == "compressedDepth":
                 msg = compressed_image_msg(px, stamp, frame)
                 msg.format = "16UC1; compressedDepth png"
@@ -80,7 +84,8 @@ def make_bag(path, cams: dict[str, list[int]], tf_ms: list[int], storage="mcap",
                     msg.encoding = enc
                 bag.write(f"/{name}/image_raw", IMAGE, stamp, msg)
             if name not in no_info:
-                bag.write(f"/{name}/camera_info", CAMERA_INFO, stamp, camera_info_msg(K, size[1], size[0], stamp, frame))
+                ih, iw = info_size or size
+                bag.write(f"/{name}/camera_info", CAMERA_INFO, stamp, camera_info_msg(K, iw, ih, stamp, frame))
     return path
 
 
@@ -154,6 +159,17 @@ def test_unknown_encodings_and_missing_camera_info_are_reported(tmp_path, caplog
     only_c = make_bag(tmp_path / "only_c", {"C": stamps}, stamps, no_info={"C"})
     with pytest.raises(ValueError, match="no camera has both images and camera_info"):
         RosbagDataset(only_c, cfg())
+
+
+def test_camera_info_of_another_resolution_is_scaled_and_bad_jpeg_names_topic(tmp_path):
+    # camera_info calibrated at 24x16 for images published at 12x8: K is scaled by 1/2
+    bag = make_bag(tmp_path / "half", {"A": [0, 100, 200]}, [0, 100, 200], info_size=(16, 24),
+                   encodings={("A", 200): "badjpeg"})
+    ds = RosbagDataset(bag, cfg())
+    K0 = ds[0].frame.K[0]
+    torch.testing.assert_close(K0, torch.tensor([[5.0, 0, 2.75], [0, 5.0, 1.75], [0, 0, 1]]))
+    with pytest.raises(ValueError, match=r"/A/image_raw/compressed at \d+ ns: cannot decode CompressedImage"):
+        ds[2]
 
 
 def test_bag_without_tf_says_so(tmp_path):

@@ -43,6 +43,7 @@ from selfocc_core.data.config import DataConfig
 from selfocc_core.data.context import context_for_sequence
 from selfocc_core.data.images import resize_image
 from selfocc_core.data.sample import Frame, Sample
+from selfocc_core.geometry.camera import scale_intrinsics
 from selfocc_core.geometry.transforms import invert_transform, make_transform
 
 log = logging.getLogger(__name__)
@@ -460,7 +461,7 @@ class _Camera:
 class _BagFrame:
     stamp_ns: int
     images: list[_Img]  # one per camera, in camera order
-    Ks: list[np.ndarray]
+    Ks: list[tuple[np.ndarray, int, int]]  # (K, camera_info width, height) per camera
     T_world_ego: np.ndarray
     T_ego_cam: list[np.ndarray]
 
@@ -689,7 +690,7 @@ class RosbagDataset(Dataset):
             for c, im in zip(cams, chosen):
                 infos = c.infos
                 k = min(range(len(infos)), key=lambda i: abs(infos[i][0] - im.stamp_ns))
-                Ks.append(infos[k][1])
+                Ks.append(infos[k][1:])
             frames.append(_BagFrame(t_ref, chosen, Ks, T_world_ego, T_ego_cam))
         return frames
 
@@ -740,16 +741,23 @@ class RosbagDataset(Dataset):
     def _load(self, im: _Img) -> np.ndarray:
         src = self._src()
         msgtype = src.topics[im.topic]
-        raw = src.fetch(im.topic, im.log_ns, im.nth)
-        return decode_image_msg(msgtype, self._ts.deserialize_cdr(raw, msgtype))
+        try:
+            raw = src.fetch(im.topic, im.log_ns, im.nth)
+            return decode_image_msg(msgtype, self._ts.deserialize_cdr(raw, msgtype))
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"rosbag {self.path}: {im.topic} at {im.stamp_ns} ns: {e}") from e
 
     def _frame(self, f: _BagFrame) -> Frame:
         H, W = self.cfg.image_height, self.cfg.image_width
         images, Ks = [], []
-        for im, K in zip(f.images, f.Ks):
+        for im, (K, info_w, info_h) in zip(f.images, f.Ks):
             px = self._load(im)
+            h, w = px.shape[:2]
+            K = torch.as_tensor(K, dtype=torch.float64)
+            if info_w > 0 and info_h > 0 and (info_w, info_h) != (w, h):
+                K = scale_intrinsics(K, w / info_w, h / info_h)  # camera_info for another resolution
             img = torch.from_numpy(px.copy()).permute(2, 0, 1).float().div_(255.0)
-            img, K_new = resize_image(img, torch.as_tensor(K, dtype=torch.float64), H, W)
+            img, K_new = resize_image(img, K, H, W)
             images.append(img)
             Ks.append(K_new)
         return Frame(
