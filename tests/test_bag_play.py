@@ -8,7 +8,6 @@ import random
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import numpy as np
@@ -72,60 +71,61 @@ def _play(bag, domain, *extra, env_extra=None):
                             env=_env(domain, env_extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_play_delivers_recorded_stamps_and_clock(bag, domain):
+IMAGE_SUBSCRIBER = textwrap.dedent("""
+    import json, sys, time
     import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import CameraInfo, Image
-
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=domain)
+    rclpy.init()
+    node = rclpy.create_node("bag_play_listener")
     got = {"img": [], "info": [], "clock": []}
+    qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    stamp = lambda h: h.stamp.sec * 10**9 + h.stamp.nanosec
+    node.create_subscription(Image, "/A/image_raw", lambda m: got["img"].append(
+        (stamp(m.header), m.header.frame_id, m.encoding, int(m.data[0]))), qos)
+    node.create_subscription(CameraInfo, "/A/camera_info", lambda m: got["info"].append(
+        (stamp(m.header), list(m.k))), qos)
+    node.create_subscription(Clock, "/clock", lambda m: got["clock"].append(m.clock.sec * 10**9 + m.clock.nanosec), qos)
+    print("ready", flush=True)
+    n = int(sys.argv[2])
+    end = time.time() + float(sys.argv[1])
+    while time.time() < end and (len(got["img"]) < n or len(got["info"]) < n):
+        rclpy.spin_once(node, timeout_sec=0.05)
+    linger = time.time() + 0.5  # the last /clock may arrive after the last image
+    while time.time() < linger:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    print(json.dumps(got), flush=True)
+""")
+
+
+def test_play_delivers_recorded_stamps_and_clock(bag, domain):
+    # Listener and player are separate processes with one DDS set-up (this test process may
+    # already hold a participant configured otherwise by other tests).
+    listener = subprocess.Popen([sys.executable, "-c", IMAGE_SUBSCRIBER, "90", str(N)], env=_env(domain),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        node = rclpy.create_node("bag_play_test", context=ctx)
-        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        stamp = lambda h: h.stamp.sec * 10**9 + h.stamp.nanosec  # noqa: E731
-        node.create_subscription(Image, "/A/image_raw", lambda m: got["img"].append(
-            (stamp(m.header), m.header.frame_id, m.encoding, int(m.data[0]), time.monotonic())), qos)
-        node.create_subscription(CameraInfo, "/A/camera_info", lambda m: got["info"].append(
-            (stamp(m.header), list(m.k))), qos)
-        node.create_subscription(Clock, "/clock", lambda m: got["clock"].append(
-            m.clock.sec * 10**9 + m.clock.nanosec), qos)
-        ex = SingleThreadedExecutor(context=ctx)
-        ex.add_node(node)
-        stop = threading.Event()
-
-        def spin():
-            while not stop.is_set():
-                ex.spin_once(timeout_sec=0.05)
-
-        spinner = threading.Thread(target=spin)
-        spinner.start()
-        proc = _play(bag, domain, "--rate", "2", "--wait-for-subscribers", "30",
+        assert listener.stdout.readline().strip() == "ready", listener.stderr.read()
+        proc = _play(bag, domain, "--rate", "2", "--wait-for-subscribers", "60",
                      "--topics", "/A/image_raw", "/A/camera_info")
         try:
-            out, _ = proc.communicate(timeout=90)
+            out, _ = proc.communicate(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and (len(got["img"]) < N or len(got["info"]) < N):
-            time.sleep(0.05)
-        stop.set()
-        spinner.join()
-        node.destroy_node()
+        lout, lerr = listener.communicate(timeout=120)
     finally:
-        rclpy.shutdown(context=ctx)
-
+        if listener.poll() is None:
+            listener.kill()
     assert proc.returncode == 0, out
     assert "published 20 messages" in out
     assert "playing anyway" not in out, out  # every topic had a subscriber before playback
+    assert listener.returncode == 0, lerr
+    got = json.loads(lout.strip().splitlines()[-1])
     want = [T0 + i * PERIOD for i in range(N)]
     assert [s for s, *_ in got["img"]] == want
-    assert all(f == "a_optical_frame" and e == "rgb8" for _, f, e, _, _ in got["img"])
-    assert [v for *_, v, _ in got["img"]] == [10 * i for i in range(N)]  # the recorded pixels
+    assert all(f == "a_optical_frame" and e == "rgb8" for _, f, e, _ in got["img"])
+    assert [v for *_, v in got["img"]] == [10 * i for i in range(N)]  # the recorded pixels
     assert [s for s, _ in got["info"]] == want and got["info"][0][1] == K.reshape(-1).tolist()
     # (pacing is checked without DDS below: reliable delivery may arrive in a burst)
     # /clock runs in bag time through the recording and never goes backwards.
