@@ -78,3 +78,13 @@ def test_semantic_loss_ignore_and_values():
     assert float(none) == 0.0 and none.requires_grad
     with pytest.raises(ValueError, match="labels outside"):
         semantic_loss(logits, torch.tensor([[0, 3, 1]]))
+
+
+def test_prior_loss():
+    from selfocc_core.losses.regularizers import prior_loss
+
+    z = torch.tensor([-1.0, 0.0, 2.0])
+    assert float(prior_loss(z, z)) == 0.0
+    assert math.isclose(float(prior_loss(z + torch.tensor([0.3, -0.3, 0.0]), z)), 0.2, rel_tol=1e-6)
+    with pytest.raises(ValueError):
+        prior_loss(z, z[:2])

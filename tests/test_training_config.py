@@ -65,3 +65,12 @@ def test_schedule_warmup_step_and_cosine():
     assert math.isclose(lr_factor(cos, 110, 110), 0.1)
     with pytest.raises(ValueError, match="step_milestones"):
         OptimConfig(step_milestones=[1.5])
+
+
+def test_training_recipes_load():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "training").glob("*.yaml"))
+    assert recipes, "training/*.yaml recipes missing"
+    for p in recipes:
+        assert isinstance(load_experiment_config(str(p)), ExperimentConfig)

@@ -44,6 +44,10 @@ class LossConfig:
     """tau of the sparsity term (1/m)."""
     sparsity_points: int = 4096
     """Random points for the sparsity term."""
+    prior_weight: float = 0.0
+    """L1 pull of the SDF towards the model's initial SDF (ModelConfig.sdf_init: the ground plane)
+    at the sparsity term's random points: unobserved space (above the tallest structures, far
+    corners) stays free instead of drifting."""
     smoothness_weight: float = 0.0
     """Edge-aware smoothness of the mean-normalised ray-grid depth image."""
     semantic_weight: float = 0.1
@@ -57,7 +61,7 @@ class LossConfig:
 
     def __post_init__(self):
         for name in ("reprojection_weight", "rgb_weight", "eikonal_weight", "hessian_weight",
-                     "sparsity_weight", "smoothness_weight", "semantic_weight", "sparsity_tau"):
+                     "sparsity_weight", "prior_weight", "smoothness_weight", "semantic_weight", "sparsity_tau"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("ssim_alpha", "min_valid_weight", "anchor_current_prob", "anchor_prev_prob"):

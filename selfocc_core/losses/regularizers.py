@@ -31,6 +31,15 @@ def sparsity_loss(sdf: Tensor, tau: float = 5.0) -> Tensor:
     return torch.exp(-tau * sdf.abs()).mean()
 
 
+def prior_loss(sdf: Tensor, prior: Tensor) -> Tensor:
+    """Mean ``|sdf - prior|`` at (random) points: where the images say nothing, the field keeps
+    its initial shape (e.g. the ground plane ``z - ground_height``: free above, solid below).
+    L1, so that real structures can depart from the prior where the photometric losses want."""
+    if sdf.shape != prior.shape:
+        raise ValueError(f"prior_loss: sdf {tuple(sdf.shape)} vs prior {tuple(prior.shape)}")
+    return (sdf - prior).abs().mean()
+
+
 def edge_aware_smoothness(depth: Tensor, image: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     """Edge-aware smoothness of a depth image (Monodepth2, on mean-normalised depth).
 

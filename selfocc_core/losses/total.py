@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from selfocc_core.losses.config import LossConfig
-from selfocc_core.losses.regularizers import eikonal_loss, edge_aware_smoothness, hessian_loss, sparsity_loss
+from selfocc_core.losses.regularizers import eikonal_loss, edge_aware_smoothness, hessian_loss, prior_loss, sparsity_loss
 from selfocc_core.losses.rendering_losses import rgb_loss, semantic_loss
 from selfocc_core.losses.reprojection import RigView, rays_to_images, reprojection_loss
 from selfocc_core.rendering.types import RayBundle, RenderOutputs
@@ -29,7 +29,8 @@ class LossInputs:
     grid: (N, h, w) ray-grid layout of the R rays
     gradients: [*, 3] SDF gradients at ray samples (eikonal), or None
     hessian: [*, 3, 3] or [*] second derivatives at ray samples, or None
-    random_sdf: [*] SDF at uniformly random points (sparsity), or None
+    random_sdf: [*] SDF at uniformly random points (sparsity, prior), or None
+    random_prior: [*] the model's initial SDF at the same points (prior term), or None
     seg_labels: [B, R] long 2D segmentor labels at the rays (255 = ignore), or None
     """
 
@@ -41,6 +42,7 @@ class LossInputs:
     gradients: Optional[Tensor] = None
     hessian: Optional[Tensor] = None
     random_sdf: Optional[Tensor] = None
+    random_prior: Optional[Tensor] = None
     seg_labels: Optional[Tensor] = None
 
 
@@ -88,6 +90,8 @@ def compute_losses(cfg: LossConfig, inp: LossInputs) -> LossTerms:
         terms["hessian"], weights["hessian"] = hessian_loss(inp.hessian), cfg.hessian_weight
     if cfg.sparsity_weight > 0 and inp.random_sdf is not None:
         terms["sparsity"], weights["sparsity"] = sparsity_loss(inp.random_sdf, cfg.sparsity_tau), cfg.sparsity_weight
+    if cfg.prior_weight > 0 and inp.random_sdf is not None and inp.random_prior is not None:
+        terms["prior"], weights["prior"] = prior_loss(inp.random_sdf, inp.random_prior), cfg.prior_weight
     if cfg.smoothness_weight > 0:
         depth_img = rays_to_images(render.depth.unsqueeze(-1), inp.grid)[:, :, 0]  # [B, N, h, w]
         rgb_img = rays_to_images(inp.target_rgb, inp.grid)  # [B, N, 3, h, w]

@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-data", default=None, help="override train.eval_data (dataset for periodic evaluation)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process on CPU (default 1: "
+                   "small models gain little from more, and a shared machine loses a lot; 0 = torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
@@ -52,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"selfocc train: {e}", file=sys.stderr)
         return 2
     env = D.setup_distributed(args.device)
-    if env.device.type == "cpu":
-        torch.set_num_threads(max(torch.get_num_threads(), 1))
+    if env.device.type == "cpu" and args.threads > 0:
+        torch.set_num_threads(args.threads)
     try:
         # Training never needs ground truth: do not even load it.
         train_set = open_data(args.data, dataclasses.replace(cfg.data, load_gt=False), "train")

@@ -85,6 +85,8 @@ class TrainConfig:
     """Dataset for periodic evaluation (same syntax as --data); "" = the training data's 'val' split."""
     eval_samples: int = 8
     """Samples scored per evaluation."""
+    eval_max_depth: float = 80.0
+    """Metres: GT depth beyond this is not scored (use the reach of model.scene for a small box)."""
     eval_stride: int = 4
     """Ray stride (pixels) of the depth maps rendered for evaluation."""
     checkpoint_interval: int = 1000

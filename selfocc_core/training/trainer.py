@@ -82,7 +82,7 @@ class Objective(nn.Module):
         target = sample_at_pixels(rig.images, rays.camera_index, rays.pixels)
         B = target.shape[0]
 
-        gradients = hessian = random_sdf = seg = None
+        gradients = hessian = random_sdf = random_prior = seg = None
         if lc.eikonal_weight > 0 and render.gradients is not None:
             g = render.gradients.reshape(B, -1, 3)
             idx = torch.randint(0, g.shape[1], (min(lc.eikonal_points, g.shape[1]),), device=g.device)
@@ -91,11 +91,15 @@ class Objective(nn.Module):
             p = render.points.reshape(B, -1, 3)
             idx = torch.randint(0, p.shape[1], (min(lc.hessian_points, p.shape[1]),), device=p.device)
             hessian = field_.hessian(p[:, idx].detach())
-        if lc.sparsity_weight > 0:
+        if lc.sparsity_weight > 0 or lc.prior_weight > 0:
             lo = torch.tensor(cfg.model.scene.lower, device=target.device)
             hi = torch.tensor(cfg.model.scene.upper, device=target.device)
             pts = lo + (hi - lo) * torch.rand(B, lc.sparsity_points, 3, device=target.device)
             random_sdf = field_.sdf(pts)
+            if cfg.model.sdf_init == "ground":
+                random_prior = pts[..., 2] - cfg.model.ground_height
+            else:
+                random_prior = torch.full_like(pts[..., 2], cfg.model.sdf_init_offset)
         if lc.semantic_weight > 0 and views.anchor.seg_labels is not None:
             labels = views.anchor.seg_labels.unsqueeze(2).float()  # [B, N, 1, H, W]
             seg = sample_at_pixels(labels, rays.camera_index, rays.pixels, mode="nearest")[..., 0].round().long()
@@ -105,7 +109,8 @@ class Objective(nn.Module):
                 target_rgb=target.float(), rays=rays, render=render, sources=views.sources, grid=grid,
                 gradients=None if gradients is None else gradients.float(),
                 hessian=None if hessian is None else hessian.float(),
-                random_sdf=None if random_sdf is None else random_sdf.float(), seg_labels=seg))
+                random_sdf=None if random_sdf is None else random_sdf.float(), random_prior=random_prior,
+                seg_labels=seg))
         depth = render.depth.detach().reshape(B, N, h, w)
         return {"total": terms.total, "terms": terms.terms, "stats": terms.stats, "depth": depth,
                 "anchor_rgb": target.detach().reshape(B, N, h, w, 3)}
@@ -116,6 +121,23 @@ class Objective(nn.Module):
 # --------------------------------------------------------------------------------------------
 def _gt_depth_at_rays(gt_depth: Tensor, camera_index: Tensor, pixels: Tensor) -> Tensor:
     return sample_at_pixels(gt_depth.unsqueeze(2), camera_index, pixels, mode="nearest")[..., 0]
+
+
+def sdf_occupancy(field_, grid, device=None, subvoxel: bool = False) -> Tensor:
+    """Occupancy ``[X, Y, Z]`` bool of a (batch-1) field on ``grid``.
+
+    ``subvoxel=False``: SDF <= 0 at the voxel centre (the usual rule).
+    ``subvoxel=True``: the voxel holds solid anywhere: SDF <= 0 at any of 2x2x2 points at
+    +-voxel/4 around the centre (a surface running through the centre plane, like a road at
+    the height of a layer of voxel centres, then counts as occupied, as the GT labels it).
+    """
+    centres = grid.centers(device=device)  # [X, Y, Z, 3]
+    if not subvoxel:
+        return (field_.sdf(centres.unsqueeze(0))[0] <= 0).cpu()
+    q = grid.voxel_size / 4
+    offs = torch.tensor([[x, y, z] for x in (-q, q) for y in (-q, q) for z in (-q, q)], device=centres.device)
+    pts = centres.unsqueeze(-2) + offs  # [X, Y, Z, 8, 3]
+    return (field_.sdf(pts.unsqueeze(0))[0] <= 0).any(-1).cpu()
 
 
 def ground_plane_occupancy(grid, ground_height: float, device=None) -> Tensor:
@@ -135,12 +157,12 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
 
     Returns {} when the dataset has no ground truth.
     """
-    from selfocc_core.evaluation.depth_metrics import DepthMetrics
+    from selfocc_core.evaluation.depth_metrics import DepthEvalConfig, DepthMetrics
     from selfocc_core.evaluation.occupancy_metrics import GeometryMetrics
 
     was_training = model.training
     model.eval()
-    depth_m, occ_m, base_m = DepthMetrics(), GeometryMetrics(), GeometryMetrics()
+    depth_m, occ_m, sub_m, base_m = DepthMetrics(DepthEvalConfig(max_depth=cfg.train.eval_max_depth)), GeometryMetrics(), GeometryMetrics(), GeometryMetrics()
     stride = stride or cfg.train.eval_stride
     try:
         n = min(max_samples, len(dataset))
@@ -162,7 +184,6 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
                 depth_m.update(pred, gtd)
             if gt.occ_semantics is not None and gt.grid is not None:
                 centres = gt.grid.centers(device=device).unsqueeze(0)  # [1, X, Y, Z, 3]
-                occ = (field_.sdf(centres)[0] <= 0).cpu()
                 gt_occ = (gt.occ_semantics[0] != FREE_LABEL).cpu()
                 # Score only voxels inside the model's scene box (outside it the field is free by
                 # construction); the baseline is scored on the same voxels.
@@ -170,7 +191,8 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
                 mask = (n.abs() <= 1.0).all(-1).cpu()
                 if gt.occ_mask_camera is not None:
                     mask &= gt.occ_mask_camera[0].bool().cpu()
-                occ_m.update(occ, gt_occ, mask)
+                occ_m.update(sdf_occupancy(field_, gt.grid, device), gt_occ, mask)
+                sub_m.update(sdf_occupancy(field_, gt.grid, device, subvoxel=True), gt_occ, mask)
                 base_m.update(ground_plane_occupancy(gt.grid, cfg.model.ground_height), gt_occ, mask)
     finally:
         model.train(was_training)
@@ -178,9 +200,10 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
     if depth_m.num_images:
         out.update({f"depth/{k}": v for k, v in depth_m.compute().items() if k != "num_images"})
     if occ_m.num_samples:
-        o, b = occ_m.compute(), base_m.compute()
+        o, sv, b = occ_m.compute(), sub_m.compute(), base_m.compute()
         out.update({"occ/iou": o["iou"], "occ/precision": o["precision"], "occ/recall": o["recall"],
-                    "occ/ground_plane_iou": b["iou"]})
+                    "occ/iou_subvoxel": sv["iou"], "occ/precision_subvoxel": sv["precision"],
+                    "occ/recall_subvoxel": sv["recall"], "occ/ground_plane_iou": b["iou"]})
     return out
 
 
