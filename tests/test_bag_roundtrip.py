@@ -61,6 +61,19 @@ def test_synthetic_round_trip_is_exact(synth, tmp_path, storage):
             torch.testing.assert_close(got.context[-1].T_world_ego, synth[i - 1].frame.T_world_ego, rtol=0, atol=2e-5)
 
 
+def test_dataset_pickles_for_dataloader_workers(synth, tmp_path):
+    """spawn/forkserver DataLoader workers receive a pickled dataset (Python 3.14's default)."""
+    import pickle
+
+    bag = tmp_path / "pickled"
+    write_recording(samples_recording(synth[:3]), bag)
+    ds = RosbagDataset(bag, _reader_cfg())
+    ds[0]  # opens the storage in this process
+    copy = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(copy[2].frame.images, ds[2].frame.images)
+    assert copy.summary == ds.summary
+
+
 def test_compressed_round_trip_and_resize(synth, tmp_path):
     bag = tmp_path / "syn_jpeg"
     counts = write_recording(samples_recording(synth), bag, compressed=True)

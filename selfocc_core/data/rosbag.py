@@ -733,10 +733,17 @@ class RosbagDataset(Dataset):
         return self._source
 
     def __getstate__(self):
+        # DataLoader workers under spawn/forkserver get a pickled copy: open storage handles and
+        # the typestore's generated (de)serializers do not pickle; both are recreated on demand.
         state = dict(self.__dict__)
+        state["_ts"] = None
         if not isinstance(state.get("_source"), _McapScanSource):
-            state["_source"] = None  # open storage handles are not picklable; reopened on demand
+            state["_source"] = None
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._ts = _typestore()
 
     def _load(self, im: _Img) -> np.ndarray:
         src = self._src()
