@@ -27,6 +27,7 @@ def test_kitti_odometry_bag_matches_raw_files(real_data_dir, tmp_path):
 
     ds = RosbagDataset(tmp_path / "k00", _native(376, 1241, cameras=["camera_gray_left", "camera_gray_right"]))
     assert len(ds) == 11 and ds.summary["skipped"] == {}
+    assert ds.camera_names == ["image_0", "image_1"]  # the dataset's names, kept in the bag's custom_data
     poses = np.loadtxt(root / "poses" / "00.txt").reshape(-1, 3, 4)
     P = {k: np.array(v.split(), dtype=float).reshape(3, 4)
          for k, v in (line.split(":", 1) for line in (seq / "calib.txt").read_text().splitlines() if ":" in line)
@@ -108,3 +109,25 @@ def test_ddad_bag_agrees_with_the_ddad_reader(real_data_dir, tmp_path):
         torch.testing.assert_close(b.images, a.images, rtol=0, atol=1e-6)
         torch.testing.assert_close(b.K, a.K, rtol=1e-5, atol=1e-3)
         torch.testing.assert_close(b.T_world_ego @ b.T_ego_cam, a.T_world_ego @ a.T_ego_cam, rtol=0, atol=2e-3)
+
+
+def test_kitti_bag_agrees_with_the_kitti_reader(real_data_dir, tmp_path):
+    from selfocc_core.data.kitti import KittiOdometryDataset
+
+    root = real_data_dir / "kitti_odometry" / "dataset"
+    convert("kitti", root, tmp_path / "k", compressed=False, storage="sqlite3")
+    cfg = DataConfig(image_height=94, image_width=310, cameras=["image_0"], scenes=["00"], load_gt=False,
+                     require_context=False)
+    bag, ref = RosbagDataset(tmp_path / "k", cfg), KittiOdometryDataset(root, cfg)
+    assert len(bag) == len(ref) == 11
+    for k in (0, 5, 10):
+        a, b = ref[k], bag[k]
+        assert b.frame.camera_names == a.frame.camera_names == ["image_0"]
+        torch.testing.assert_close(b.frame.images, a.frame.images, rtol=0, atol=1e-6)
+        torch.testing.assert_close(b.frame.K, a.frame.K, rtol=1e-5, atol=1e-4)
+        # world frames differ (odom is z-up): compare camera motion between context and input frame
+        assert set(a.context) == set(b.context) and (k == 0 or -1 in b.context)
+        for o in set(a.context) & set(b.context):
+            rel = lambda s: torch.linalg.inv(s.frame.T_world_ego.double() @ s.frame.T_ego_cam[0].double()) @ (  # noqa: E731
+                s.context[o].T_world_ego.double() @ s.context[o].T_ego_cam[0].double())
+            torch.testing.assert_close(rel(b), rel(a), rtol=0, atol=1e-4)

@@ -59,6 +59,26 @@ RAW_ENCODINGS = {
     "8UC3": (3, 1), "mono16": (1, 2), "16UC1": (1, 2),
 }
 COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
+#: metadata.yaml custom_data key (written by `selfocc bag convert`): JSON {topic namespace: camera name}
+CAMERA_NAMES_KEY = "selfocc_camera_names"
+
+
+def bag_camera_names(path: Path) -> dict[str, str]:
+    """{namespace: camera name} from a bag's metadata.yaml custom_data (empty if absent/unreadable)."""
+    import json
+
+    import yaml
+
+    meta = Path(path) / "metadata.yaml"
+    if not meta.is_file():
+        return {}
+    try:
+        info = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
+        names = json.loads((info.get("custom_data") or {}).get(CAMERA_NAMES_KEY, "{}"))
+    except (yaml.YAMLError, KeyError, TypeError, ValueError) as e:
+        log.warning("%s: ignoring unreadable custom_data camera names (%s)", meta, e)
+        return {}
+    return {str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
 
 
 def _typestore():
@@ -524,6 +544,7 @@ class RosbagDataset(Dataset):
         tf = TransformTimeline(max_gap_ns=int(max_tf_gap * 1e9))
         seen: Counter = Counter()
         wanted = {t: m for t, m in source.topics.items() if m in (IMAGE, COMPRESSED_IMAGE, CAMERA_INFO, TF_MESSAGE)}
+        aliases = bag_camera_names(self.path) if self.path.is_dir() else {}
         try:
             for topic, log_ns, raw in source.messages():
                 msgtype = wanted.get(topic)
@@ -564,7 +585,9 @@ class RosbagDataset(Dataset):
                                     self.path, topic, what)
                     skipped[f"_warned:{topic}"] += 1
                     continue
-                cam = cams.setdefault(ns, _Camera(ns.rsplit("/", 1)[-1] or ns, ns, msg.header.frame_id))
+                if ns not in cams:
+                    cams[ns] = _Camera(aliases.get(ns) or ns.rsplit("/", 1)[-1] or ns, ns, msg.header.frame_id)
+                cam = cams[ns]
                 cam.images.append(_Img(topic, log_ns, nth, stamp, msg.header.frame_id.lstrip("/")))
         except Exception as e:  # noqa: BLE001 - storage errors mid-bag: keep what was read
             from rosbags.rosbag2 import ReaderError
@@ -599,6 +622,8 @@ class RosbagDataset(Dataset):
         if self.cfg.cameras:
             lower = {n.lower(): c for n, c in by_name.items()}
             lower.update({c.namespace.lower().strip("/"): c for c in by_name.values()})
+            for c in by_name.values():  # "camera_gray_left" for /kitti/camera_gray_left
+                lower.setdefault(c.namespace.rsplit("/", 1)[-1].lower(), c)
             missing = [n for n in self.cfg.cameras if n.lower().strip("/") not in lower]
             if missing:
                 raise ValueError(

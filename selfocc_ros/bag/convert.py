@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from selfocc_core.geometry.transforms import T_FLU_OPTICAL, invert_transform, make_transform
+from selfocc_core.data.rosbag import CAMERA_NAMES_KEY
 from selfocc_ros.bag.writer import (
     CAMERA_INFO,
     COMPRESSED_IMAGE,
@@ -168,6 +169,9 @@ def write_recording(rec: Recording, out: str | Path, storage: str = "mcap", comp
         iterator = tqdm(events, desc=f"writing {Path(out).name}", unit="msg")
     with AtomicBagWriter(out, storage=storage, overwrite=overwrite) as bag:
         bag.custom_data.update({"source": rec.source, **{k: str(v) for k, v in rec.info.items()}})
+        # The dataset's own camera names (KITTI "image_0" on /kitti/camera_gray_left), so that
+        # RosbagDataset yields the same names as the dataset's reader.
+        bag.custom_data[CAMERA_NAMES_KEY] = json.dumps({c.topic_ns: c.name for c in rec.cameras})
         # Declare topics in rig order, so readers list the cameras in that order.
         bag.declare("/tf_static", TF_MESSAGE, QOS_LATCHED)
         bag.declare("/tf", TF_MESSAGE, QOS_TF)
