@@ -20,7 +20,7 @@ def test_eikonal_zero_for_true_sdf_and_hand_value():
     x = torch.randn(100, 3) * 3 + 0.1
     assert float(eikonal_loss(sdf_gradient(lambda p: p.norm(dim=-1) - 1.0, x).detach())) < 1e-10
     # sdf = 2 * (|x| - 1): |grad| = 2 -> (2 - 1)^2 = 1
-    assert math.isclose(float(eikonal_loss(sdf_gradient(lambda p: 2 * (p.norm(dim=-1) - 1.0), x))), 1.0, rel_tol=1e-5)
+    assert math.isclose(float(eikonal_loss(sdf_gradient(lambda p: 2 * (p.norm(dim=-1) - 1.0), x)).detach()), 1.0, rel_tol=1e-5)
     # a zero gradient field costs 1 per point
     assert float(eikonal_loss(torch.zeros(7, 3))) == 1.0
     with pytest.raises(ValueError):
