@@ -275,11 +275,13 @@ def run(args: argparse.Namespace) -> int:
 
     samples = [eval_set[i] for i in tqdm(range(n_eval), desc="loading held-out frames (with ground truth)",
                                          unit="frame", disable=not progress, leave=False)]
-    results = evaluate(predictor, samples, EvalConfig(), progress=progress)
+    # the tiny model sees a 51.2 m box: occupancy is scored on the GT voxels inside it
+    eval_cfg = EvalConfig(crop_to_model=True)
+    results = evaluate(predictor, samples, eval_cfg, progress=progress)
     # The baseline: the same network untrained (its SDF starts as a flat ground plane).
     torch.manual_seed(0)
     baseline = OccupancyPredictor(SelfOccModel(cfg.model), cfg, device=device, depth_stride=predictor.depth_stride)
-    base_results = evaluate(baseline, samples, EvalConfig(), progress=progress)
+    base_results = evaluate(baseline, samples, eval_cfg, progress=progress)
 
     # ---- pictures
     out.mkdir(parents=True, exist_ok=True)

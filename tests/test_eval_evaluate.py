@@ -116,3 +116,16 @@ def test_eval_cli_errors(tmp_path, capsys):
                        str(tmp_path / "x.json")])
     assert rc == 2 and "nope.pt" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_evaluate_crop_to_model_box(predictor):
+    big = VoxelGridSpec(-32.0, 32.0, -32.0, 32.0, -2.0, 4.4, 0.8)  # the model's box is +-25.6 m
+    s = _sample(0, 0.0)
+    sem = torch.full(big.shape, FREE_LABEL, dtype=torch.uint8)
+    sem[:, :, :3] = ROAD
+    s.gt = GroundTruth(grid=big, occ_semantics=sem, depth=None)
+    full = evaluate(predictor, [s], EvalConfig(novel_depth=False), progress=False)["occupancy"]
+    crop = evaluate(predictor, [s], EvalConfig(novel_depth=False, crop_to_model=True), progress=False)["occupancy"]
+    # 80 x 80 columns, of which the central 64 x 64 lie in the model's box (predicted free outside)
+    assert full["iou"] == pytest.approx(64 * 64 / (80 * 80))
+    assert crop["iou"] == pytest.approx(1.0) and crop["cropped_to_model_box"] is True
