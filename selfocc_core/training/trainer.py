@@ -461,7 +461,8 @@ class Trainer:
                     now = time.time()
                     sps = n_last / max(now - t_last, 1e-9)
                     t_last, n_last = now, 0
-                    scalars = D.mean_over_ranks(self.env, scalars)
+                    # only the total loss is averaged over ranks: the other keys may differ per rank
+                    scalars.update(D.mean_over_ranks(self.env, {"loss": scalars["loss"]}))
                     self._log({"kind": "train", "step": self.step, "time": now, "samples_per_s": sps, **scalars})
                     if bar is not None:
                         bar.set_postfix(loss=f"{scalars['loss']:.4f}", sps=f"{sps:.2f}")
