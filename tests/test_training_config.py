@@ -74,3 +74,16 @@ def test_training_recipes_load():
     assert recipes, "training/*.yaml recipes missing"
     for p in recipes:
         assert isinstance(load_experiment_config(str(p)), ExperimentConfig)
+
+
+def test_cli_reports_bad_config_and_data(tmp_path, capsys):
+    from selfocc_core.cli import main
+
+    rc = main(["train", "--config", "tiny_synth", "--data", "synthetic", "--out", str(tmp_path / "r"),
+               "--set", "optim.lrr=1"])
+    assert rc == 2 and "optim.lrr" in capsys.readouterr().err
+    rc = main(["train", "--config", "tiny_synth", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    rc = main(["train", "--config", "tiny_synth", "--data", "synthetic:seeds=1,frames=4,colour=red",
+               "--out", str(tmp_path / "r")])
+    assert rc == 2 and "colour" in capsys.readouterr().err
