@@ -77,9 +77,12 @@ def test_evaluate_known_scene(predictor):
     d = r["depth"]
     assert d["num_images"] == 9
     assert 1 / 3 * 0.5 - 0.05 < d["abs_rel"] < 1 / 3 * 0.5 + 0.1  # |d - 2d| / 2d = 0.5 for a third of the images
-    # novel depth: only sample 0 -> 1 is adjacent (sample 2 is 48 m away); the plane looks the same
+    # novel depth: only sample 0 -> 1 is adjacent (sample 2 is 48 m away). The plane looks the same
+    # from 2 m further on, so the novel view is as good as the frame's own view (NeuS blur ~10 %).
     nd = r["novel_depth"]
-    assert nd["num_images"] == 3 and nd["abs_rel"] < 0.1
+    own = evaluate(predictor, samples[1:2], EvalConfig(novel_depth=False), progress=False)["depth"]
+    assert nd["num_images"] == 3 and nd["abs_rel"] < 0.15
+    assert nd["abs_rel"] == pytest.approx(own["abs_rel"], abs=0.02)
     assert "IoU" in format_summary(r)
 
 
