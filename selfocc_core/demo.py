@@ -74,8 +74,8 @@ def _train_config(name: str, steps: int):
 def train_or_reuse(cfg, data: str, out: Path, device: str, retrain: bool, progress: bool) -> tuple[Path, dict]:
     """Train `cfg` on `data` (self-supervised) unless ``out/cache/<key>/model.pt`` exists. -> (ckpt, info)."""
     from selfocc_core.data.open import open_dataset
-    from selfocc_core.io_utils import atomic_path
     from selfocc_core.training import distributed as D
+    from selfocc_core.training.checkpoint import save_checkpoint
     from selfocc_core.training.trainer import Trainer
 
     key = _config_key(cfg, data)
@@ -99,8 +99,12 @@ def train_or_reuse(cfg, data: str, out: Path, device: str, retrain: bool, progre
     result = trainer.run(eval_at_start=False)
     trainer.close()
     t_train = time.time() - t1
-    with atomic_path(model_path) as tmp:
-        shutil.copyfile(run_dir / "last.pt", tmp)
+    # the cache keeps weights + config only (no optimiser state) and the training log
+    save_checkpoint(model_path, model=trainer.model, config=cfg, step=result.step,
+                    extra={"demo_data": data, "last_loss": result.last_loss}, with_rng=False)
+    if (run_dir / "log.jsonl").is_file():
+        shutil.copyfile(run_dir / "log.jsonl", cache / "train_log.jsonl")
+    shutil.rmtree(run_dir, ignore_errors=True)
     info = {"cached": False, "steps": result.step, "last_loss": result.last_loss, "skipped_steps": result.skipped_steps,
             "train_seconds": round(t_train, 1), "data_seconds": round(t_data, 1), "cache_key": key,
             "train_frames": len(train_set)}
