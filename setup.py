@@ -52,6 +52,7 @@ setup(
         "transforms3d",
         "tqdm",
         "imageio",
+        "imageio-ffmpeg",  # mp4 videos from `selfocc demo` (viz.video falls back to GIF without it)
         "pillow",
         "tensorboard",
     ],
