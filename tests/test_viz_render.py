@@ -144,3 +144,16 @@ def test_write_video_round_trip(tmp_path, suffix):
         r = imageio.get_reader(out)
         assert r.count_frames() == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_write_video_falls_back_to_gif_without_ffmpeg(tmp_path, monkeypatch):
+    import selfocc_core.viz.video as video
+
+    monkeypatch.setattr(video, "mp4_available", lambda: False)
+    frames = [np.full((10, 12, 3), v, np.uint8) for v in (10, 200)]
+    out = video.write_video(frames, tmp_path / "clip.mp4")
+    assert out == tmp_path / "clip.gif" and out.exists() and not (tmp_path / "clip.mp4").exists()
+    with pytest.raises(ValueError, match="unsupported video suffix"):
+        video.write_video(frames, tmp_path / "clip.avi")
+    with pytest.raises(ValueError, match="no frames"):
+        video.write_video([], tmp_path / "x.gif")
