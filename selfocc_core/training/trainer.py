@@ -210,15 +210,25 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
 # --------------------------------------------------------------------------------------------
 # Data order: a pure function of (seed, epoch, rank), so a resumed run sees the same batches.
 # --------------------------------------------------------------------------------------------
-class _ListSampler(Sampler):
-    def __init__(self, indices: list[int]):
-        self.indices = indices
+class _EpochSampler(Sampler):
+    """Indices epoch after epoch from ``start_epoch`` (skipping the first ``skip_batches`` batches
+    of that epoch), each epoch cut to a whole number of batches: one DataLoader (and one set of
+    worker processes) serves the whole run."""
+
+    def __init__(self, base: DistributedSampler, start_epoch: int, skip_batches: int, batch_size: int,
+                 steps_per_epoch: int):
+        self.base, self.start_epoch, self.skip = base, start_epoch, skip_batches
+        self.bs, self.spe = batch_size, steps_per_epoch
 
     def __iter__(self):
-        return iter(self.indices)
+        epoch, skip = self.start_epoch, self.skip
+        while True:
+            self.base.set_epoch(epoch)
+            yield from list(self.base)[skip * self.bs: self.spe * self.bs]
+            epoch, skip = epoch + 1, 0
 
     def __len__(self):
-        return len(self.indices)
+        return 2**62
 
 
 class _CachedDataset(Dataset):
@@ -319,15 +329,13 @@ class Trainer:
         """Batches from the current step on, epoch after epoch (same order after a resume)."""
         bs = self.cfg.train.batch_size
         epoch, skip = divmod(self.step, self.steps_per_epoch)
-        while True:
-            self.sampler.set_epoch(epoch)
-            indices = list(self.sampler)[skip * bs: self.steps_per_epoch * bs]
-            loader = DataLoader(self.train_set, batch_size=bs, sampler=_ListSampler(indices),
-                                num_workers=self.cfg.train.num_workers, collate_fn=collate_samples, drop_last=True,
-                                pin_memory=self.env.device.type == "cuda",
-                                generator=torch.Generator().manual_seed(self.cfg.train.seed * 100003 + epoch))
-            yield from loader
-            epoch, skip = epoch + 1, 0
+        sampler = _EpochSampler(self.sampler, epoch, skip, bs, self.steps_per_epoch)
+        workers = self.cfg.train.num_workers
+        loader = DataLoader(self.train_set, batch_size=bs, sampler=sampler, num_workers=workers,
+                            collate_fn=collate_samples, drop_last=True, pin_memory=self.env.device.type == "cuda",
+                            persistent_workers=False, prefetch_factor=2 if workers else None,
+                            generator=torch.Generator().manual_seed(self.cfg.train.seed * 100003 + self.step))
+        return iter(loader)
 
     # --- one step -----------------------------------------------------------------------------
     def train_step(self, batch: Sample) -> dict:
