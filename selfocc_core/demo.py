@@ -6,7 +6,8 @@ With no arguments:
      poses only: no depth, no labels), or reuse the checkpoint an earlier run cached under
      ``<out>/cache/<config hash>/model.pt``;
   3. predict on held-out frames of a *different* drive (another seed) and score them against
-     the exact ground truth (occupancy IoU on camera-visible voxels, depth, novel-view depth),
+     the exact ground truth (occupancy IoU on camera-visible voxels and depth up to 25.6 m, both
+     within the tiny model's 51.2 m box; novel-view depth),
      next to the untrained network (a flat ground plane) as the baseline;
   4. write ``<out>/``: ``depth.png`` (camera images, predicted and GT depth), ``occupancy.png``
      (bird's-eye and perspective occupancy beside GT), ``sequence.mp4`` (or .gif) over the
@@ -235,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
     from selfocc_core.classes import FREE_LABEL
     from selfocc_core.config_io import ConfigError
     from selfocc_core.data.open import open_dataset
+    from selfocc_core.evaluation.depth_metrics import DepthEvalConfig
     from selfocc_core.evaluation.evaluate import EvalConfig, evaluate, format_summary
     from selfocc_core.inference.predictor import OccupancyPredictor
     from selfocc_core.io_utils import atomic_write_text
@@ -279,8 +281,11 @@ def run(args: argparse.Namespace) -> int:
 
     samples = [eval_set[i] for i in tqdm(range(n_eval), desc="loading held-out frames (with ground truth)",
                                          unit="frame", disable=not progress, leave=False)]
-    # the tiny model sees a 51.2 m box: occupancy is scored on the GT voxels inside it
-    eval_cfg = EvalConfig(crop_to_model=True)
+    # The tiny model sees a 51.2 m box: occupancy is scored on the GT voxels inside it and depth
+    # up to the box's half-width (farther surfaces cannot be rendered from it).
+    g = predictor.grid
+    reach = min(80.0, g.x_max, -g.x_min, g.y_max, -g.y_min)
+    eval_cfg = EvalConfig(crop_to_model=True, depth=DepthEvalConfig(max_depth=reach))
     results = evaluate(predictor, samples, eval_cfg, progress=progress)
     # The baseline: the same network untrained (its SDF starts as a flat ground plane).
     torch.manual_seed(0)
