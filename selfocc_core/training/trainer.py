@@ -380,7 +380,7 @@ class Trainer:
                     f"data; the last good checkpoint is {self.last_ckpt}")
         self.scheduler.step()
         self.step += 1
-        self._last_out = out
+        self._last_out = {"depth": out["depth"], "anchor_rgb": out["anchor_rgb"]}  # for image logs only
         scalars = {"loss": float(total.detach()), "anchor_offset": float(offset),
                    "lr": self.optimizer.param_groups[-1]["lr"] if self.optimizer.param_groups else 0.0}
         scalars.update({f"loss/{k}": float(v.detach()) for k, v in out["terms"].items()})
