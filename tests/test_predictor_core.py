@@ -212,3 +212,26 @@ def test_bad_options(ckpt):
         OccupancyPredictor.from_checkpoint(ckpt, device="cpu", dtype=torch.float16)
     with pytest.raises(ValueError, match="optimize"):
         OccupancyPredictor.from_checkpoint(ckpt, device="cpu", optimize="fast")
+
+
+def test_semantic_head_labels_and_confidence(tmp_path):
+    torch.manual_seed(2)
+    cfg = _config(num_classes=17)
+    m = SelfOccModel(cfg.model)
+    with torch.no_grad():
+        m.decoder.head.weight[4:].mul_(50.0)  # make the semantic logits decisive
+    path = tmp_path / "sem.pt"
+    save_checkpoint(path, model=m, config=cfg, step=0, with_rng=False)
+    p = OccupancyPredictor.from_checkpoint(path, device="cpu")
+    frame = make_frame()
+    pred, field_ = p.predict(frame, with_depth=False, return_field=True)
+    assert pred.has_semantics and pred.class_names[4] == "car" and len(pred.class_names) == 17
+    logits = field_.semantic_volume()[0].float()  # [17, X, Y, Z]
+    probs = torch.softmax(logits, 0)
+    expected = torch.where(pred.occupied, logits.argmax(0).to(torch.uint8), torch.tensor(FREE_LABEL, dtype=torch.uint8))
+    assert (pred.labels == expected).all()
+    assert len(torch.unique(pred.labels[pred.occupied])) > 1
+    s = min(float(p.model.inv_s().detach()), 4.0 / p.grid.voxel_size)
+    p_state = torch.sigmoid(pred.sdf.abs() * s)
+    assert torch.allclose(pred.confidence[pred.occupied], (p_state * probs.max(0).values)[pred.occupied], atol=1e-5)
+    assert torch.allclose(pred.confidence[~pred.occupied], p_state[~pred.occupied], atol=1e-5)

@@ -51,7 +51,7 @@ class OccupancyPrediction:
     grid:         VoxelGridSpec of the arrays below (ego frame of the input frame)
     occupied:     [X, Y, Z] bool, SDF <= 0
     labels:       [X, Y, Z] uint8 class ids (`class_names`), FREE_LABEL (17) where free
-    confidence:   [X, Y, Z] float32 in [0.5, 1], probability of the reported state/label
+    confidence:   [X, Y, Z] float32 in [0, 1], probability of the reported state (and label)
     sdf:          [X, Y, Z] float32 metres (negative inside)
     depth:        [N, H, W] float32 z-depth in metres per camera at the frame's image size, or None
     camera_names: N names, as in the frame
