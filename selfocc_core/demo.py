@@ -176,7 +176,7 @@ def occupancy_figure(pred_labels, gt_labels, grid, color_by: str, title: str, wi
     cam = chase_camera(grid, 480, 300)
     scale = max(1, int(round(300 / grid.shape[0])))
     shown = [pred_labels] if gt_labels is None else [pred_labels, gt_labels]
-    bev = [render_bev(x, grid, scale=scale, color_by=color_by) for x in shown]
+    bev = _crop_rows([render_bev(x, grid, scale=scale, color_by=color_by) for x in shown], grid, scale)
     per = [render_perspective(x, grid, cam, color_by=color_by) for x in shown]
     row1 = hstack([bev[0], per[0]], ["predicted: bird's-eye (forward = up)", "predicted: from behind and above"],
                   height=300, nearest=True)
@@ -191,6 +191,22 @@ def occupancy_figure(pred_labels, gt_labels, grid, color_by: str, title: str, wi
     else:
         rows.append(_height_legend(row1.shape[1], grid))
     return caption(vstack(rows), title)
+
+
+def _crop_rows(images, grid, scale: int, margin: int = 6):
+    """Crop bird's-eye images (same size) to the rows that show anything, keeping the ego marker."""
+    import numpy as np
+
+    from selfocc_core.viz.voxels import BACKGROUND
+
+    used = np.zeros(images[0].shape[0], dtype=bool)
+    for im in images:
+        used |= (im != np.asarray(BACKGROUND, np.uint8)).any(axis=2).any(axis=1)
+    ego_row = int(grid.x_max / grid.voxel_size * scale)
+    used[max(0, ego_row - 4 * scale):ego_row + 4 * scale] = True
+    rows = np.nonzero(used)[0]
+    lo, hi = max(0, rows.min() - margin), min(len(used), rows.max() + margin + 1)
+    return [im[lo:hi] for im in images]
 
 
 def _height_legend(width: int, grid):
