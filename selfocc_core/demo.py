@@ -301,7 +301,8 @@ def run(args: argparse.Namespace) -> int:
     # up to the box's half-width (farther surfaces cannot be rendered from it).
     g = predictor.grid
     reach = min(80.0, g.x_max, -g.x_min, g.y_max, -g.y_min)
-    eval_cfg = EvalConfig(crop_to_model=True, depth=DepthEvalConfig(max_depth=reach))
+    eval_cfg = EvalConfig(crop_to_model=True, depth=DepthEvalConfig(max_depth=reach),
+                          ground_height=cfg.model.ground_height)
     results = evaluate(predictor, samples, eval_cfg, progress=progress)
     # The baseline: the same network untrained (its SDF starts as a flat ground plane).
     torch.manual_seed(0)

@@ -132,3 +132,23 @@ def test_evaluate_crop_to_model_box(predictor):
     # 80 x 80 columns, of which the central 64 x 64 lie in the model's box (predicted free outside)
     assert full["iou"] == pytest.approx(64 * 64 / (80 * 80))
     assert crop["iou"] == pytest.approx(1.0) and crop["cropped_to_model_box"] is True
+
+
+def test_ground_plane_baseline_hand_computed(predictor):
+    # ground at z = 0: layers with lower face <= 0 (z in [-2.0,-1.2,-0.4]) are the baseline, 3 of 8.
+    from selfocc_core.evaluation.occupancy_metrics import ground_plane_occupancy
+
+    ground = ground_plane_occupancy(GRID, 0.0)
+    assert ground.shape == GRID.shape
+    assert ground[:, :, :3].all() and not ground[:, :, 3:].any()
+    # GT: 4 layers occupied, half of layer 3 unseen -> 3*1024 + 512 seen occupied voxels,
+    # the baseline hits 3*1024 of them and adds no false positives.
+    r = evaluate(predictor, [_sample(0, 0.0, extra_layer=True)],
+                 EvalConfig(novel_depth=False, ground_height=0.0), progress=False)
+    base = r["ground_plane_baseline"]
+    assert base["iou"] == pytest.approx(3072 / 3584)
+    assert base["precision"] == pytest.approx(1.0)
+    assert base["recall"] == pytest.approx(3072 / 3584)
+    assert "ground-plane-only baseline" in format_summary(r)
+    assert evaluate(predictor, [_sample(0, 0.0)], EvalConfig(novel_depth=False), progress=False)[
+        "ground_plane_baseline"] is None

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(
         max_samples=args.max_samples, use_camera_mask=not args.no_camera_mask, post_process=args.post_process,
         depth=DepthEvalConfig(max_depth=args.max_depth, median_scaling=args.median_scaling),
-        novel_depth=not args.no_novel_depth,
+        novel_depth=not args.no_novel_depth, ground_height=predictor.config.model.ground_height,
     )
     results = evaluate(predictor, dataset, cfg, progress=not args.no_progress)
     results = {"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split, **results}

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from selfocc_core.evaluation.depth_metrics import DepthEvalConfig, DepthMetrics
-from selfocc_core.evaluation.occupancy_metrics import OccupancyMetrics, PostProcessConfig, post_process
+from selfocc_core.classes import FREE_LABEL
+from selfocc_core.evaluation.occupancy_metrics import OccupancyMetrics, PostProcessConfig, ground_plane_occupancy, post_process
 from selfocc_core.geometry.transforms import invert_transform
 
 
@@ -46,6 +47,9 @@ class EvalConfig:
     crop_to_model: bool = False
     """Score occupancy only on GT voxels whose centres lie inside the model's own box (for a
     model whose box is smaller than the benchmark grid; off for benchmark numbers)."""
+    ground_height: Optional[float] = None
+    """When set, also score the ground-plane-only baseline (voxels at/below this height in the
+    ego frame) on the same voxels, reported as ``ground_plane_baseline``."""
     novel_depth: bool = True
     """Also score depth rendered for the next sample's cameras from the previous scene."""
     novel_max_distance: float = 10.0
@@ -89,6 +93,7 @@ def evaluate(predictor, samples: Iterable, cfg: EvalConfig = EvalConfig(), progr
     from tqdm import tqdm
 
     occ_m = OccupancyMetrics()
+    base_m = OccupancyMetrics()
     depth_m = DepthMetrics(cfg.depth)
     novel_m = DepthMetrics(cfg.depth)
     n_occ = n_depth = n = 0
@@ -121,6 +126,9 @@ def evaluate(predictor, samples: Iterable, cfg: EvalConfig = EvalConfig(), progr
                 inside = _inside_box(gt.grid, predictor.grid)
                 mask = inside if mask is None else (torch.as_tensor(mask).bool() & inside)
             occ_m.update(labels, gt.occ_semantics, mask)
+            if cfg.ground_height is not None:
+                ground = ground_plane_occupancy(gt.grid, cfg.ground_height).numpy()
+                base_m.update(np.where(ground, 0, FREE_LABEL).astype(np.uint8), gt.occ_semantics, mask)
             n_occ += 1
         if gt.depth is not None:
             depth_m.update(pred.depth, gt.depth)
@@ -148,11 +156,17 @@ def evaluate(predictor, samples: Iterable, cfg: EvalConfig = EvalConfig(), progr
         if not predictor.class_names or len(predictor.class_names) <= 1:  # no semantic head: geometry only
             occ.pop("miou")
             occ.pop("per_class_iou")
+    baseline = None
+    if n_occ and cfg.ground_height is not None:
+        b = base_m.compute()
+        baseline = {k: b[k] for k in ("iou", "precision", "recall")}
+        baseline["ground_height"] = cfg.ground_height
     depth = depth_m.compute() if n_depth else None
     novel = novel_m.compute() if novel_m.num_images else None
     return _json_ready({
         "num_samples": n,
         "occupancy": occ,
+        "ground_plane_baseline": baseline,
         "depth": depth,
         "novel_depth": novel,
         "depth_protocol": {"min_depth": cfg.depth.min_depth, "max_depth": cfg.depth.max_depth,
@@ -170,6 +184,10 @@ def format_summary(results: dict) -> str:
         if occ.get("miou") is not None:
             s += f"  mIoU {100 * occ['miou']:.2f}"
         lines.append(s)
+    base = results.get("ground_plane_baseline")
+    if base:
+        lines.append(f"ground-plane-only baseline (z <= {base['ground_height']:g} m): IoU {100 * base['iou']:.2f}  "
+                     f"precision {100 * base['precision']:.2f}  recall {100 * base['recall']:.2f}")
     for key, name in (("depth", "depth"), ("novel_depth", "novel depth")):
         d = results.get(key)
         if d and d.get("abs_rel") is not None:

@@ -111,6 +111,16 @@ def post_process(labels, grid, cfg: PostProcessConfig | None = None) -> np.ndarr
     return out
 
 
+def ground_plane_occupancy(grid, ground_height: float, device=None):
+    """Ground-plane-only baseline ``[X, Y, Z]`` bool tensor: voxels whose lower face is at or
+    below ``ground_height`` (the voxel holding the ground surface and everything beneath it).
+
+    A camera-only model must beat this to show it learned anything above the road.
+    """
+    z_lower = grid.centers(device=device)[..., 2] - grid.voxel_size / 2
+    return z_lower <= ground_height + 1e-6
+
+
 class OccupancyMetrics:
     """Accumulates Occ3D-style geometry IoU and per-class IoU/mIoU over a split.
 

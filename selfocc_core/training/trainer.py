@@ -31,6 +31,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from selfocc_core.classes import FREE_LABEL
 from selfocc_core.data.sample import Sample, collate_samples
+from selfocc_core.evaluation.occupancy_metrics import ground_plane_occupancy
 from selfocc_core.io_utils import atomic_path
 from selfocc_core.losses.reprojection import sample_at_pixels
 from selfocc_core.losses.total import LossInputs, compute_losses
@@ -138,13 +139,6 @@ def sdf_occupancy(field_, grid, device=None, subvoxel: bool = False) -> Tensor:
     offs = torch.tensor([[x, y, z] for x in (-q, q) for y in (-q, q) for z in (-q, q)], device=centres.device)
     pts = centres.unsqueeze(-2) + offs  # [X, Y, Z, 8, 3]
     return (field_.sdf(pts.unsqueeze(0))[0] <= 0).any(-1).cpu()
-
-
-def ground_plane_occupancy(grid, ground_height: float, device=None) -> Tensor:
-    """Baseline ``[X, Y, Z]`` bool: voxels whose lower face is at or below ``ground_height``
-    (the voxel holding the ground surface and everything beneath it)."""
-    z_lower = grid.centers(device=device)[..., 2] - grid.voxel_size / 2
-    return z_lower <= ground_height + 1e-6
 
 
 @torch.no_grad()
