@@ -92,8 +92,10 @@ IMAGE_SUBSCRIBER = textwrap.dedent("""
     end = time.time() + float(sys.argv[1])
     while time.time() < end and (len(got["img"]) < n or len(got["info"]) < n):
         rclpy.spin_once(node, timeout_sec=0.05)
-    linger = time.time() + 0.5  # the last /clock may arrive after the last image
-    while time.time() < linger:
+    # the last /clock may arrive after the last image: wait for it (bounded), not a fixed linger
+    last = max((s for s, *_ in got["img"]), default=None)
+    linger = time.time() + 5.0
+    while time.time() < linger and (not got["clock"] or got["clock"][-1] != last):
         rclpy.spin_once(node, timeout_sec=0.05)
     print(json.dumps(got), flush=True)
 """)
