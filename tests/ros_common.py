@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -128,3 +131,27 @@ def make_tiny_checkpoint(path: Path) -> Path:
     assert list(cfg.data.cameras) == TINY_CAMS, cfg.data.cameras
     torch.manual_seed(0)
     return save_checkpoint(path, model=SelfOccModel(cfg.model), config=cfg, step=0, with_rng=False)
+
+
+class Proc:
+    """A child Python process in its own session, output logged to `log`; `stop()` sends SIGINT
+    (the ROS way to end a node) and SIGKILL if it does not exit within 5 s."""
+
+    def __init__(self, args, env, log: Path, cwd: Path = Path(__file__).resolve().parents[1]):
+        self.log, self._f = log, open(log, "w")
+        self.p = subprocess.Popen([sys.executable, *args], env=env, cwd=cwd, stdout=self._f, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+
+    def text(self) -> str:
+        self._f.flush()
+        return self.log.read_text()
+
+    def stop(self):
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGINT)
+            try:
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait(5)
+        self._f.close()

@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +10,7 @@ import yaml
 
 from ros_common import (
     RENDER_CACHE,
+    Proc,
     TINY_CAMS,
     check_outputs_match,
     dds_env,
@@ -30,27 +27,6 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 H, W, FRAMES = 64, 112, 3
 START_NS = 1_700_000_200 * 10**9
-
-
-class Proc:
-    def __init__(self, args, env, log: Path):
-        self.log, self._f = log, open(log, "w")
-        self.p = subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, stdout=self._f, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-
-    def text(self) -> str:
-        self._f.flush()
-        return self.log.read_text()
-
-    def stop(self):
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGINT)
-            try:
-                self.p.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(5)
-        self._f.close()
 
 
 def test_bag_replayed_into_node_equals_offline_predictor(tmp_path):

@@ -7,8 +7,6 @@ equal the offline predictor's output for the same synthetic frames.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +17,7 @@ import yaml
 rclpy = pytest.importorskip("rclpy")
 
 from ros_common import (  # noqa: E402
-    RENDER_CACHE, TINY_CAMS, dds_env, check_outputs_match, make_tiny_checkpoint, ros_env, spin_until, test_domain_id,
+    RENDER_CACHE, TINY_CAMS, Proc, dds_env, check_outputs_match, make_tiny_checkpoint, ros_env, spin_until, test_domain_id,
 )
 from selfocc_ros.testing import OutputCollector, synthetic_frames  # noqa: E402
 
@@ -51,28 +49,6 @@ def msgs_env():
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_synth.pt")
-
-
-class Proc:
-    def __init__(self, args, env, log: Path):
-        self.log = log
-        self._f = open(log, "w")
-        self.p = subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, stdout=self._f, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-
-    def text(self) -> str:
-        self._f.flush()
-        return self.log.read_text()
-
-    def stop(self):
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGINT)
-            try:
-                self.p.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(5)
-        self._f.close()
 
 
 def _params_file(tmp_path: Path, **extra) -> Path:
