@@ -164,3 +164,23 @@ def test_checkpoint_atomic_and_load_errors(tmp_path, monkeypatch):
     assert cfg2 == cfg and not model.training
     for k, v in tr.model.state_dict().items():
         assert torch.equal(model.state_dict()[k], v)
+
+
+def test_objective_under_bf16_autocast(tmp_path):
+    # what the trainer runs on CUDA with train.bf16: the network in bf16, the losses in fp32
+    # outside autocast (CPU autocast takes the same code path)
+    cfg = micro_config("loss.semantic_weight=0.1", "model.num_classes=5", "loss.sparsity_weight=0.1")
+    data = FakeDataset(2, with_gt=False, seg=True)
+    batch = collate_samples([data[0]])
+    tr = make_trainer(tmp_path, cfg)
+    obj = Objective(tr.model, cfg)
+    for offset in (0, 1):
+        torch.manual_seed(3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = obj(batch, offset)
+        assert out["total"].dtype == torch.float32 and torch.isfinite(out["total"])
+        tr.model.zero_grad()
+        out["total"].backward()
+        grads = [p.grad for p in tr.model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0

@@ -101,11 +101,13 @@ def project_reference_points(points_ego: Tensor, K: Tensor, T_ego_cam: Tensor,
     B, N = K.shape[:2]
     H, W = image_size
     Q, D, _ = points_ego.shape
-    T_cam_ego = invert_transform(T_ego_cam.float())  # [B, N, 4, 4]
-    pts = points_ego.to(K.device, torch.float32).reshape(1, 1, Q * D, 3)
-    p_cam = pts @ T_cam_ego[..., :3, :3].transpose(-1, -2) + T_cam_ego[..., None, :3, 3]
+    # fp32 even under autocast: bf16 matmuls would put points 25 m out ~0.1 m off (~1 pixel)
+    with torch.autocast(device_type=K.device.type, enabled=False):
+        T_cam_ego = invert_transform(T_ego_cam.float())  # [B, N, 4, 4]
+        pts = points_ego.to(K.device, torch.float32).reshape(1, 1, Q * D, 3)
+        p_cam = pts @ T_cam_ego[..., :3, :3].transpose(-1, -2) + T_cam_ego[..., None, :3, 3]
+        pix = p_cam @ K.float().transpose(-1, -2)
     z = p_cam[..., 2:3]
-    pix = p_cam @ K.float().transpose(-1, -2)
     uv = pix[..., :2] / z.clamp(min=eps)
     size = torch.tensor([W, H], dtype=uv.dtype, device=uv.device)
     ref = (uv + 0.5) / size

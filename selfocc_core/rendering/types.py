@@ -6,9 +6,10 @@ was lifted from). Shapes: B batch, R rays, S samples per ray, C semantic classes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 
@@ -80,3 +81,10 @@ class RenderOutputs:
     points: Optional[Tensor] = None
     gradients: Optional[Tensor] = None
     deltas: Optional[Tensor] = None
+
+    def float(self) -> "RenderOutputs":
+        """A copy with bf16/fp16 tensors (from autocast) in float32, for losses computed outside
+        autocast; float64 (gradcheck) and integer tensors are kept."""
+        def up(x):
+            return x.float() if isinstance(x, Tensor) and x.dtype in (torch.bfloat16, torch.float16) else x
+        return replace(self, **{f.name: up(getattr(self, f.name)) for f in fields(self)})

@@ -70,12 +70,15 @@ class Objective(nn.Module):
             raise ValueError("Objective: the sample still carries ground truth; call sample.without_gt() first")
         cfg, lc = self.cfg, self.cfg.loss
         field_ = self.model(sample.frame)
-        views = anchor_views(sample, anchor_offset)
-        rig = views.anchor_rig
-        image_size = views.anchor.image_size
-        stride = cfg.model.ray_stride
-        rays = generate_rays(rig.K, rig.T_ego0_cam, image_size, stride, random_offset=True, box=cfg.model.scene,
-                             min_near=cfg.model.min_near)
+        # Poses and rays in fp32 even under bf16 autocast (bf16 matmuls would move a camera 50 m
+        # from the origin by ~0.2 m); only the network runs in bf16.
+        with torch.autocast(device_type=sample.frame.images.device.type, enabled=False):
+            views = anchor_views(sample, anchor_offset)
+            rig = views.anchor_rig
+            image_size = views.anchor.image_size
+            stride = cfg.model.ray_stride
+            rays = generate_rays(rig.K, rig.T_ego0_cam, image_size, stride, random_offset=True, box=cfg.model.scene,
+                                 min_near=cfg.model.min_near)
         render = self.model.render(field_, rays)
         h, w = ray_grid_shape(image_size, stride)
         N = rig.images.shape[1]
@@ -107,7 +110,7 @@ class Objective(nn.Module):
 
         with torch.autocast(device_type=target.device.type, enabled=False):
             terms = compute_losses(lc, LossInputs(
-                target_rgb=target.float(), rays=rays, render=render, sources=views.sources, grid=grid,
+                target_rgb=target.float(), rays=rays, render=render.float(), sources=views.sources, grid=grid,
                 gradients=None if gradients is None else gradients.float(),
                 hessian=None if hessian is None else hessian.float(),
                 random_sdf=None if random_sdf is None else random_sdf.float(), random_prior=random_prior,
