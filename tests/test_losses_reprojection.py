@@ -197,3 +197,22 @@ def test_background_proposal_explains_a_scene_at_infinity():
     reprojection_loss(target_rgb, o, d, cam, uv, [src], (1, H, W), weights=surface * 0.5, background_weight=bg,
                       **kw).loss.backward()
     assert float(bg.grad.sum()) < 0
+
+
+def test_background_beyond_the_box_explains_scenery_just_past_its_exit():
+    # The plane (10 m) lies beyond a box the rays leave at 5 m: no sample inside the box can
+    # explain it, nor can the background at infinity; a background proposal at 2 x the exit can.
+    o, d, zpu, cam, uv = anchor_rays()
+    src = rig(plane_image(BASELINE), shifted(T_ego_anchor(), BASELINE))
+    target_rgb = sample_at_pixels(plane_image(0.0)[None, None], cam, uv)
+    t = DEPTHS[:1].view(1, 1, -1) / zpu.unsqueeze(-1)  # one sample, 5 m (z), inside the box
+    exit_t = PLANE_Z / 2 / zpu  # the box ends at z = 5 m
+    kw = dict(t=t, weights=torch.zeros_like(t), background_weight=torch.ones_like(t[..., 0]), automask=False)
+    at_infinity = reprojection_loss(target_rgb, o, d, cam, uv, [src], (1, H, W), **kw)
+    beyond = reprojection_loss(target_rgb, o, d, cam, uv, [src], (1, H, W), background_far=exit_t,
+                               background_factors=(1.5, 2.0, 3.0), **kw)
+    wrong_factors = reprojection_loss(target_rgb, o, d, cam, uv, [src], (1, H, W), background_far=exit_t,
+                                      background_factors=(1.2, 4.0), **kw)
+    # (the mean keeps a few border rays whose 2x point leaves the source image)
+    assert float(beyond.per_ray.median()) < 1e-3 and float(beyond.loss) < 0.1 * float(at_infinity.loss)
+    assert float(at_infinity.per_ray.median()) > 0.3 and float(wrong_factors.per_ray.median()) > 0.15

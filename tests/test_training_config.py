@@ -42,6 +42,11 @@ def test_typo_in_yaml_names_key_and_file(tmp_path):
 def test_overrides_and_their_typos():
     cfg = load_experiment_config("tiny_synth", ["optim.lr=3e-4", "train.steps=7", "loss.automask=false"])
     assert cfg.optim.lr == 3e-4 and cfg.train.steps == 7 and cfg.loss.automask is False
+    # words that Python's float() would read ("infinity", "nan") stay words
+    cfg = load_experiment_config("tiny_synth", ["loss.background=infinity", "optim.lr=2E+1", "loss.ssim_alpha=.5"])
+    assert cfg.loss.background == "infinity" and cfg.optim.lr == 20.0 and cfg.loss.ssim_alpha == 0.5
+    with pytest.raises(ConfigError, match="optim.lr"):
+        load_experiment_config("tiny_synth", ["optim.lr=nan"])
     with pytest.raises(ConfigError, match=r"optim\.lrr"):
         load_experiment_config("tiny_synth", ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="train.steps"):

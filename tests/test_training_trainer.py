@@ -184,3 +184,18 @@ def test_objective_under_bf16_autocast(tmp_path):
         grads = [p.grad for p in tr.model.parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads)
         assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_beyond_box_background_switches_on_at_its_start_step(tmp_path):
+    batch = collate_samples([FakeDataset(2, with_gt=False)[0]])
+    totals = {}
+    for name, over, step in (("inf", "loss.background=infinity", 10), ("before", "loss.background=beyond_box", 10),
+                             ("after", "loss.background=beyond_box", 20)):
+        cfg = micro_config(over, "loss.beyond_box_start_step=20")
+        tr = make_trainer(tmp_path / name, cfg)
+        torch.manual_seed(5)
+        totals[name] = float(Objective(tr.model, cfg)(batch, 1, step)["terms"]["reprojection"])
+    assert totals["before"] == totals["inf"]
+    assert totals["after"] != totals["inf"]
+    with pytest.raises(ValueError, match="background_factors"):
+        micro_config("loss.background_factors=[0.5]")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -23,11 +23,21 @@ class LossConfig:
     min_valid_weight: float = 0.5
     """A ray counts for a source frame only if this fraction of its rendering weight projects
     inside the source images."""
-    background: Literal["none", "infinity"] = "infinity"
+    background: Literal["none", "infinity", "beyond_box"] = "infinity"
     """What the transmittance left after a ray's last sample stands for. 'infinity': a background
     beyond the scene box: in the MVS loss it is one more depth proposal at infinite distance, in
     the RGB loss it takes the pixel's own colour (nothing is modelled there), so sky and far
-    scenery need no surface inside the box. 'none': rendered colour is sum(w * rgb) only."""
+    scenery need no surface inside the box. 'beyond_box': as 'infinity', but the background
+    proposal is the best of several depths beyond the ray's exit from the box
+    (`background_factors` x exit distance, and infinity): a facade above the box's top or past
+    its side is then explained beyond the box instead of by a false wall where the ray leaves
+    it. 'none': rendered colour is sum(w * rgb) only."""
+    background_factors: list[float] = field(default_factory=lambda: [1.25, 1.6, 2.0, 3.0, 5.0])
+    """'beyond_box': background proposals at these multiples of the box exit distance (> 1)."""
+    beyond_box_start_step: int = 0
+    """'beyond_box' from this training step on, 'infinity' before it: with scenery just beyond the
+    box on offer from the start, the untrained field leaves almost everything to the background
+    and depth learns slowly."""
     rgb_weight: float = 0.1
     """L1 between rendered colour and pixel colour."""
     eikonal_weight: float = 0.1
@@ -67,6 +77,11 @@ class LossConfig:
         for name in ("ssim_alpha", "min_valid_weight", "anchor_current_prob", "anchor_prev_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"LossConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.beyond_box_start_step < 0:
+            raise ValueError(f"LossConfig.beyond_box_start_step must be >= 0, got {self.beyond_box_start_step}")
         for name in ("eikonal_points", "hessian_points", "sparsity_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LossConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.background_factors or any(not f > 1.0 for f in self.background_factors):
+            raise ValueError(f"LossConfig.background_factors must be a non-empty list of values > 1, "
+                             f"got {self.background_factors}")

@@ -224,6 +224,8 @@ def reprojection_loss(
     weights: Optional[Tensor] = None,
     distance: Optional[Tensor] = None,
     background_weight: Optional[Tensor] = None,
+    background_far: Optional[Tensor] = None,
+    background_factors: Sequence[float] = (),
     alpha: float = 0.85,
     automask: bool = True,
     source_cameras: Literal["all", "same"] = "all",
@@ -238,6 +240,10 @@ def reprojection_loss(
     background_weight: optional [B, R] (MVS only), the transmittance left after the last sample
     (``1 - accumulation``): it becomes one more proposal at infinite distance, so that sky and
     scenery beyond the scene box can be explained without putting surfaces inside the box.
+    background_far, background_factors: optional [B, R] box exit distance and factors > 1: the
+    background is then the best (lowest-error, per source) of the proposals at
+    ``factor * background_far`` and at infinity (scenery just beyond the box: a facade above
+    its top is not at infinity).
     min_valid_weight: a ray counts for a source only if at least this fraction of its
     rendering weight falls on proposals that project inside the source.
     """
@@ -257,9 +263,14 @@ def reprojection_loss(
         w = weights
         if background_weight is not None:
             # A point this far projects like a direction (camera translation is negligible).
-            far_point = (origins + BACKGROUND_DISTANCE * directions).detach()
-            points = torch.cat([points, far_point.unsqueeze(2)], dim=2)
+            bg_t = [torch.full_like(t[..., 0], BACKGROUND_DISTANCE)]
+            if background_far is not None:
+                bg_t = [background_far * f for f in background_factors] + bg_t
+            bg_t = torch.stack(bg_t, dim=-1).detach()  # [B, R, K]
+            bg_points = origins.unsqueeze(2) + bg_t.unsqueeze(-1) * directions.unsqueeze(2)
+            points = torch.cat([points, bg_points.detach()], dim=2)
             w = torch.cat([w, background_weight.clamp(min=0.0).unsqueeze(-1)], dim=-1)
+            num_bg = bg_t.shape[-1]
     else:
         points = (origins + distance.unsqueeze(-1) * directions).unsqueeze(2)
         w = torch.ones_like(points[..., 0])
@@ -267,6 +278,12 @@ def reprojection_loss(
     per_source = []
     for src in sources:
         err, valid = proposal_errors(target_rgb, points, camera_index, src, grid, alpha, source_cameras)
+        if background_weight is not None and num_bg > 1:
+            # one background proposal: the best valid one of the depths beyond the box
+            bg_err = torch.where(valid[..., -num_bg:], err[..., -num_bg:], torch.full_like(err[..., -num_bg:], _INVALID))
+            bg_err, _ = bg_err.min(dim=-1, keepdim=True)
+            err = torch.cat([err[..., :-num_bg], bg_err], dim=-1)
+            valid = torch.cat([valid[..., :-num_bg], bg_err < _INVALID], dim=-1)
         wv = w * valid.to(w.dtype)
         wsum = wv.sum(-1)
         loss = (wv * err).sum(-1) / wsum.clamp_min(1e-8)

@@ -70,10 +70,12 @@ def compute_losses(cfg: LossConfig, inp: LossInputs) -> LossTerms:
         kw = dict(alpha=cfg.ssim_alpha, automask=cfg.automask, source_cameras=cfg.source_cameras,
                   min_valid_weight=cfg.min_valid_weight)
         if cfg.reprojection_mode == "mvs":
-            bg = (1.0 - render.accumulation) if cfg.background == "infinity" else None
+            bg = (1.0 - render.accumulation) if cfg.background in ("infinity", "beyond_box") else None
+            beyond = cfg.background == "beyond_box"
             out = reprojection_loss(inp.target_rgb, rays.origins, rays.directions, rays.camera_index, rays.pixels,
                                     inp.sources, inp.grid, t=render.t, weights=render.weights,
-                                    background_weight=bg, **kw)
+                                    background_weight=bg, background_far=rays.far if beyond else None,
+                                    background_factors=cfg.background_factors if beyond else (), **kw)
         else:
             out = reprojection_loss(inp.target_rgb, rays.origins, rays.directions, rays.camera_index, rays.pixels,
                                     inp.sources, inp.grid, distance=render.distance, **kw)
@@ -81,7 +83,7 @@ def compute_losses(cfg: LossConfig, inp: LossInputs) -> LossTerms:
         stats["reprojection_mask_fraction"] = float(out.mask.float().mean())
     if cfg.rgb_weight > 0:
         rgb = render.rgb
-        if cfg.background == "infinity":
+        if cfg.background in ("infinity", "beyond_box"):
             rgb = rgb + (1.0 - render.accumulation).clamp(min=0.0).unsqueeze(-1) * inp.target_rgb.detach()
         terms["rgb"], weights["rgb"] = rgb_loss(rgb, inp.target_rgb), cfg.rgb_weight
     if cfg.eikonal_weight > 0 and inp.gradients is not None:

@@ -8,6 +8,7 @@ before validation, so a typo in either is an error naming the key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -140,6 +141,9 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     return path
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def apply_overrides(data: dict, overrides: Sequence[str], where: str = "--set") -> dict:
     """Set ``a.b.c=value`` items (value parsed as YAML) in a nested mapping; returns a copy."""
     import copy
@@ -156,11 +160,9 @@ def apply_overrides(data: dict, overrides: Sequence[str], where: str = "--set") 
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"{where}: cannot parse value of '{key}': {e}") from e
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        # YAML 1.1 reads "3e-4" (no dot) as a string; words such as "infinity" stay strings
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)
         node = out
         for p in parts[:-1]:
             nxt = node.setdefault(p, {})

@@ -19,6 +19,7 @@ import random
 import shutil
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -65,10 +66,12 @@ class Objective(nn.Module):
         self.model = model
         self.cfg = cfg
 
-    def forward(self, sample: Sample, anchor_offset: int) -> dict:
+    def forward(self, sample: Sample, anchor_offset: int, step: Optional[int] = None) -> dict:
         if sample.gt is not None:
             raise ValueError("Objective: the sample still carries ground truth; call sample.without_gt() first")
         cfg, lc = self.cfg, self.cfg.loss
+        if lc.background == "beyond_box" and step is not None and step < lc.beyond_box_start_step:
+            lc = dataclasses.replace(lc, background="infinity")
         field_ = self.model(sample.frame)
         # Poses and rays in fp32 even under bf16 autocast (bf16 matmuls would move a camera 50 m
         # from the origin by ~0.2 m); only the network runs in bf16.
@@ -346,7 +349,7 @@ class Trainer:
         # (non-finite) step leaves the model exactly as it was.
         buffers = {k: v.detach().clone() for k, v in self.model.named_buffers()}
         with torch.autocast(device_type=self.env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = self.objective(sample, offset)
+            out = self.objective(sample, offset, self.step)
         total = out["total"]
         total.backward()
         grad_norm = None
