@@ -256,6 +256,7 @@ def reprojection_loss(
                            ("directions", directions, (B, R, 3)), ("pixels", pixels, (B, R, 2))):
         if tuple(x.shape) != shape:
             raise ValueError(f"reprojection_loss: {name} must be {shape}, got {tuple(x.shape)}")
+    num_bg = 0  # background proposals appended after the ray samples
     if t is not None:
         if weights is None or weights.shape != t.shape or t.shape[:2] != (B, R):
             raise ValueError("reprojection_loss: t and weights must both be [B, R, S]")
@@ -278,7 +279,7 @@ def reprojection_loss(
     per_source = []
     for src in sources:
         err, valid = proposal_errors(target_rgb, points, camera_index, src, grid, alpha, source_cameras)
-        if background_weight is not None and num_bg > 1:
+        if num_bg > 1:
             # one background proposal: the best valid one of the depths beyond the box
             bg_err = torch.where(valid[..., -num_bg:], err[..., -num_bg:], torch.full_like(err[..., -num_bg:], _INVALID))
             bg_err, _ = bg_err.min(dim=-1, keepdim=True)

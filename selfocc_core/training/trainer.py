@@ -12,6 +12,7 @@ One optimiser step:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -19,7 +20,6 @@ import random
 import shutil
 import time
 import warnings
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
