@@ -6,14 +6,7 @@ import torch
 from selfocc_core.model.fpn import FPN
 from selfocc_core.model.resnet import ResNet
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI machine is a shared 2-core box: one intra-op thread avoids oversubscription
-    (measured 0.3 s vs 4 s per tiny training step under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")

@@ -10,14 +10,7 @@ from selfocc_core.data.sample import Frame
 from selfocc_core.model import ModelConfig, SceneField, SelfOccModel, nuscenes_config, tiny_config
 from selfocc_core.rendering.ray_sampler import generate_rays
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI machine is a shared 2-core box: one intra-op thread avoids oversubscription
-    (measured 0.3 s vs 4 s per tiny training step under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 R_FWD = torch.tensor([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from selfocc_core.classes import CLASS_ID, OCC3D_COLORS
@@ -14,12 +13,7 @@ from selfocc_core.cli import main
 from selfocc_core.synth.benchmark import bench_render
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_preview_default_writes_a_street_png(tmp_path, capsys):

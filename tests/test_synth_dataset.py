@@ -14,12 +14,7 @@ from selfocc_core.synth.sequence import SyntheticSequence
 H, W = 24, 44
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_samples_follow_the_schema_and_context_rules():

@@ -19,12 +19,7 @@ from selfocc_core.synth.sequence import SyntheticSequence
 from selfocc_core.synth.world import BOX, CYLINDER, ELLIPSOID, Primitives, generate_world
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _prims(rows):
