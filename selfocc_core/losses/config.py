@@ -34,10 +34,6 @@ class LossConfig:
     it. 'none': rendered colour is sum(w * rgb) only."""
     background_factors: list[float] = field(default_factory=lambda: [1.25, 1.6, 2.0, 3.0, 5.0])
     """'beyond_box': background proposals at these multiples of the box exit distance (> 1)."""
-    beyond_box_start_step: int = 0
-    """'beyond_box' from this training step on, 'infinity' before it: with scenery just beyond the
-    box on offer from the start, the untrained field leaves almost everything to the background
-    and depth learns slowly."""
     rgb_weight: float = 0.1
     """L1 between rendered colour and pixel colour."""
     eikonal_weight: float = 0.1
@@ -77,8 +73,6 @@ class LossConfig:
         for name in ("ssim_alpha", "min_valid_weight", "anchor_current_prob", "anchor_prev_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"LossConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.beyond_box_start_step < 0:
-            raise ValueError(f"LossConfig.beyond_box_start_step must be >= 0, got {self.beyond_box_start_step}")
         for name in ("eikonal_points", "hessian_points", "sparsity_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LossConfig.{name} must be >= 1, got {getattr(self, name)}")

@@ -12,7 +12,6 @@ One optimiser step:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -66,12 +65,10 @@ class Objective(nn.Module):
         self.model = model
         self.cfg = cfg
 
-    def forward(self, sample: Sample, anchor_offset: int, step: Optional[int] = None) -> dict:
+    def forward(self, sample: Sample, anchor_offset: int) -> dict:
         if sample.gt is not None:
             raise ValueError("Objective: the sample still carries ground truth; call sample.without_gt() first")
         cfg, lc = self.cfg, self.cfg.loss
-        if lc.background == "beyond_box" and step is not None and step < lc.beyond_box_start_step:
-            lc = dataclasses.replace(lc, background="infinity")
         field_ = self.model(sample.frame)
         # Poses and rays in fp32 even under bf16 autocast (bf16 matmuls would move a camera 50 m
         # from the origin by ~0.2 m); only the network runs in bf16.
@@ -349,7 +346,7 @@ class Trainer:
         # (non-finite) step leaves the model exactly as it was.
         buffers = {k: v.detach().clone() for k, v in self.model.named_buffers()}
         with torch.autocast(device_type=self.env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = self.objective(sample, offset, self.step)
+            out = self.objective(sample, offset)
         total = out["total"]
         total.backward()
         grad_norm = None
