@@ -1,0 +1,96 @@
+"""Diagnostic, not a training recipe: train a preset's model with *ground-truth depth* instead of
+the self-supervised losses, to bound what any photometric loss could give that model.
+
+If even GT depth cannot make the SDF occupancy beat a baseline, the limit is the model (size,
+resolution, training length), not the self-supervision. Used for the synthetic-world
+table in training/README.md:
+
+    python training/depth_supervised_bound.py --config tiny_synth --data synthetic --steps 1000
+
+Loss per anchor ray of the input frame: relative L1 between rendered and GT depth where the GT
+surface lies inside the scene box along the ray; where it lies beyond the box (sky, tall facades
+above the box top) the rendered opacity is pushed to 0 instead; plus the preset's Eikonal term.
+Evaluation is the trainer's (`evaluate`: held-out depth and occupancy vs the ground-plane baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+import torch
+
+from selfocc_core.data.sample import collate_samples
+from selfocc_core.losses.regularizers import eikonal_loss
+from selfocc_core.losses.reprojection import sample_at_pixels
+from selfocc_core.model.selfocc import SelfOccModel
+from selfocc_core.rendering.ray_sampler import generate_rays
+from selfocc_core.training.config import load_experiment_config
+from selfocc_core.training.data import open_data
+from selfocc_core.training.schedule import build_optimizer, build_scheduler
+from selfocc_core.training.trainer import evaluate
+
+
+def depth_supervised_loss(model: SelfOccModel, sample, cfg) -> torch.Tensor:
+    frame = sample.frame
+    field_ = model(frame)
+    rays = generate_rays(frame.K, frame.T_ego_cam, frame.image_size, cfg.model.ray_stride, random_offset=True,
+                         box=cfg.model.scene, min_near=cfg.model.min_near)
+    render = model.render(field_, rays)
+    gt = sample_at_pixels(sample.gt.depth.unsqueeze(2).float(), rays.camera_index, rays.pixels, mode="nearest")[..., 0]
+    inside = (gt > 0) & (gt / rays.z_per_unit < rays.far - 0.2)
+    beyond = (gt > 0) & ~inside
+    loss = render.depth.new_zeros(())
+    if inside.any():
+        loss = loss + ((render.depth - gt).abs() / gt.clamp(min=1.0))[inside].mean()
+    if beyond.any():
+        loss = loss + 0.5 * render.accumulation[beyond].mean()
+    if cfg.loss.eikonal_weight > 0 and render.gradients is not None:
+        g = render.gradients.reshape(-1, 3)
+        idx = torch.randint(0, g.shape[0], (min(cfg.loss.eikonal_points, g.shape[0]),))
+        loss = loss + cfg.loss.eikonal_weight * eikonal_loss(g[idx])
+    return loss
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="tiny_synth")
+    ap.add_argument("--data", default="synthetic", help="training data (needs GT depth), as for selfocc train")
+    ap.add_argument("--eval-data", default="", help="held-out data; default: --data, split val")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--eval-interval", type=int, default=250)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = load_experiment_config(args.config, args.set)
+    torch.manual_seed(cfg.train.seed)
+    data_cfg = dataclasses.replace(cfg.data, load_gt=True)
+    train_set = open_data(args.data, data_cfg, "train")
+    eval_set = open_data(args.eval_data or args.data, data_cfg, "val")
+    model = SelfOccModel(cfg.model)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, args.steps)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    device = torch.device("cpu")
+    for step in range(args.steps + 1):
+        if step % args.eval_interval == 0 or step == args.steps:
+            metrics = evaluate(model, eval_set, cfg, device, cfg.train.eval_samples)
+            print(json.dumps({"step": step, **{k: round(v, 4) for k, v in metrics.items()}}), flush=True)
+        if step == args.steps:
+            break
+        sample = collate_samples([train_set[int(torch.randint(len(train_set), (1,), generator=gen))]])
+        optimizer.zero_grad(set_to_none=True)
+        loss = depth_supervised_loss(model, sample, cfg)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
