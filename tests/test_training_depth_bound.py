@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 from selfocc_core.data.sample import collate_samples
@@ -10,7 +11,7 @@ from selfocc_core.model.selfocc import SelfOccModel
 
 from training_fakes import FakeDataset, micro_config
 
-pytestmark = __import__("pytest").mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 _spec = importlib.util.spec_from_file_location(
     "depth_supervised_bound", Path(__file__).resolve().parents[1] / "training" / "depth_supervised_bound.py")
@@ -48,3 +49,10 @@ def test_gt_beyond_the_box_only_asks_for_transparency():
                                box=cfg.model.scene, min_near=cfg.model.min_near)
     acc = model.render(model(frame), rays).accumulation
     torch.testing.assert_close(loss, 0.5 * acc.mean())
+
+
+def test_data_without_gt_depth_is_a_clear_error():
+    cfg = micro_config()
+    sample = collate_samples([FakeDataset(1, with_gt=False)[0]])
+    with pytest.raises(ValueError, match="needs ground-truth depth"):
+        bound.depth_supervised_loss(SelfOccModel(cfg.model), sample, cfg)

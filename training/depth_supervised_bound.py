@@ -34,6 +34,9 @@ from selfocc_core.training.trainer import evaluate
 
 
 def depth_supervised_loss(model: SelfOccModel, sample, cfg) -> torch.Tensor:
+    if sample.gt is None or sample.gt.depth is None:
+        raise ValueError("depth_supervised_bound needs ground-truth depth (synthetic data, or LiDAR depth of a "
+                         "dataset that has it); this sample has none")
     frame = sample.frame
     field_ = model(frame)
     rays = generate_rays(frame.K, frame.T_ego_cam, frame.image_size, cfg.model.ray_stride, random_offset=True,
@@ -83,7 +86,11 @@ def main(argv=None) -> int:
             break
         sample = collate_samples([train_set[int(torch.randint(len(train_set), (1,), generator=gen))]])
         optimizer.zero_grad(set_to_none=True)
-        loss = depth_supervised_loss(model, sample, cfg)
+        try:
+            loss = depth_supervised_loss(model, sample, cfg)
+        except ValueError as e:
+            print(f"depth_supervised_bound: {e}", file=sys.stderr)
+            return 2
         loss.backward()
         if cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
