@@ -140,7 +140,11 @@ def ground_label(xy: Tensor) -> Tensor:
 
 
 def generate_world(seed: int, duration_s: float = 10.0, speed_mps: float = 10.0, margin_m: float = 90.0) -> World:
-    """Build the street for a drive of `duration_s` at `speed_mps`, deterministic in `seed`."""
+    """Build the street for a drive of `duration_s` at `speed_mps`, deterministic in all three.
+
+    The street is laid out over the whole drive from one random stream, so another duration
+    gives another street even with the same seed.
+    """
     if duration_s < 0 or speed_mps < 0:
         raise ValueError(f"generate_world: duration_s and speed_mps must be >= 0, got {duration_s}, {speed_mps}")
     rng = np.random.Generator(np.random.PCG64(int(seed)))
