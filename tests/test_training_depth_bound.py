@@ -19,7 +19,8 @@ bound = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bound)
 
 
-def test_gt_depth_loss_falls_when_fitted():
+@pytest.mark.parametrize("mode", ["proposals", "expected"])
+def test_gt_depth_loss_falls_when_fitted(mode):
     cfg = micro_config("loss.eikonal_weight=0.0")
     torch.manual_seed(0)
     model = SelfOccModel(cfg.model)
@@ -28,7 +29,7 @@ def test_gt_depth_loss_falls_when_fitted():
     losses = []
     for _ in range(25):
         torch.manual_seed(1)  # same ray offsets every step
-        loss = bound.depth_supervised_loss(model, sample, cfg)
+        loss = bound.depth_supervised_loss(model, sample, cfg, mode)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -56,3 +57,26 @@ def test_data_without_gt_depth_is_a_clear_error():
     sample = collate_samples([FakeDataset(1, with_gt=False)[0]])
     with pytest.raises(ValueError, match="needs ground-truth depth"):
         bound.depth_supervised_loss(SelfOccModel(cfg.model), sample, cfg)
+
+
+def test_unknown_mode_is_an_error():
+    cfg = micro_config()
+    sample = collate_samples([FakeDataset(1, with_gt=True)[0]])
+    with pytest.raises(ValueError, match="mode must be"):
+        bound.depth_supervised_loss(SelfOccModel(cfg.model), sample, cfg, "median")
+
+
+def test_main_prints_metrics_and_saves_a_loadable_checkpoint(tmp_path, monkeypatch, capsys):
+    import json
+
+    from selfocc_core.training.checkpoint import build_model_from_checkpoint
+    from training_fakes import MICRO_OVERRIDES
+
+    monkeypatch.setattr(bound, "open_data", lambda spec, cfg, split: FakeDataset(2, with_gt=True))
+    sets = [a for o in MICRO_OVERRIDES for a in ("--set", o)]
+    out = tmp_path / "bound.pt"
+    assert bound.main(["--steps", "2", "--eval-interval", "1", "--save", str(out), *sets]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["step"] for x in lines] == [0, 1, 2] and all("occ/iou" in x and "depth/abs_rel" in x for x in lines)
+    model, cfg = build_model_from_checkpoint(out)
+    assert cfg.data.image_width == 48 and sum(p.numel() for p in model.parameters()) > 0

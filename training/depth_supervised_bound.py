@@ -7,10 +7,16 @@ table in training/README.md:
 
     python training/depth_supervised_bound.py --config tiny_synth --data synthetic --steps 1000
 
-Loss per anchor ray of the input frame: relative L1 between rendered and GT depth where the GT
-surface lies inside the scene box along the ray; where it lies beyond the box (sky, tall facades
-above the box top) the rendered opacity is pushed to 0 instead; plus the preset's Eikonal term.
-Evaluation is the trainer's (`evaluate`: held-out depth and occupancy vs the ground-plane baseline).
+Loss per ray of the input frame's cameras (`--loss`):
+- `proposals` (default): the MVS-embedded reprojection loss with a perfect photometric oracle:
+  every ray sample is a depth proposal, its error is its true relative distance error
+  |t_i - d| / d (capped at 1), averaged with the rendering weights (the background proposal
+  past the box counts 1). Like the photometric version it rewards weights that concentrate on
+  the surface, so the NeuS sharpness grows as it does in self-supervised training.
+- `expected`: relative L1 between the rendered (expected) depth and GT; surfaces stay fuzzy.
+Where the GT surface lies beyond the box along the ray (sky, facades above the box top) both
+modes push the rendered opacity to 0. Plus the preset's Eikonal term. Evaluation is the
+trainer's (`evaluate`: held-out depth and occupancy vs the ground-plane baseline).
 """
 
 from __future__ import annotations
@@ -27,13 +33,14 @@ from selfocc_core.losses.regularizers import eikonal_loss
 from selfocc_core.losses.reprojection import sample_at_pixels
 from selfocc_core.model.selfocc import SelfOccModel
 from selfocc_core.rendering.ray_sampler import generate_rays
+from selfocc_core.training.checkpoint import save_checkpoint
 from selfocc_core.training.config import load_experiment_config
 from selfocc_core.training.data import open_data
 from selfocc_core.training.schedule import build_optimizer, build_scheduler
 from selfocc_core.training.trainer import evaluate
 
 
-def depth_supervised_loss(model: SelfOccModel, sample, cfg) -> torch.Tensor:
+def depth_supervised_loss(model: SelfOccModel, sample, cfg, mode: str = "proposals") -> torch.Tensor:
     if sample.gt is None or sample.gt.depth is None:
         raise ValueError("depth_supervised_bound needs ground-truth depth (synthetic data, or LiDAR depth of a "
                          "dataset that has it); this sample has none")
@@ -46,8 +53,17 @@ def depth_supervised_loss(model: SelfOccModel, sample, cfg) -> torch.Tensor:
     inside = (gt > 0) & (gt / rays.z_per_unit < rays.far - 0.2)
     beyond = (gt > 0) & ~inside
     loss = render.depth.new_zeros(())
-    if inside.any():
-        loss = loss + ((render.depth - gt).abs() / gt.clamp(min=1.0))[inside].mean()
+    if mode == "proposals":
+        d = (gt / rays.z_per_unit).clamp(min=1e-3)  # GT distance along the ray
+        err = ((render.t - d.unsqueeze(-1)).abs() / d.unsqueeze(-1)).clamp(max=1.0)  # [B, R, S]
+        per_ray = (render.weights * err).sum(-1) + (1.0 - render.accumulation).clamp(min=0.0)
+        if inside.any():
+            loss = loss + per_ray[inside].mean()
+    elif mode == "expected":
+        if inside.any():
+            loss = loss + ((render.depth - gt).abs() / gt.clamp(min=1.0))[inside].mean()
+    else:
+        raise ValueError(f"depth_supervised_loss: mode must be 'proposals' or 'expected', got {mode!r}")
     if beyond.any():
         loss = loss + 0.5 * render.accumulation[beyond].mean()
     if cfg.loss.eikonal_weight > 0 and render.gradients is not None:
@@ -62,10 +78,13 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="tiny_synth")
     ap.add_argument("--data", default="synthetic", help="training data (needs GT depth), as for selfocc train")
     ap.add_argument("--eval-data", default="", help="held-out data; default: --data, split val")
+    ap.add_argument("--loss", choices=("proposals", "expected"), default="proposals",
+                    help="per-proposal errors averaged with the weights (MVS analogue) or error of the expected depth")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--eval-interval", type=int, default=250)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--save", default="", metavar="PT", help="write the trained model as a checkpoint (selfocc eval/demo read it)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = load_experiment_config(args.config, args.set)
@@ -83,11 +102,13 @@ def main(argv=None) -> int:
             metrics = evaluate(model, eval_set, cfg, device, cfg.train.eval_samples)
             print(json.dumps({"step": step, **{k: round(v, 4) for k, v in metrics.items()}}), flush=True)
         if step == args.steps:
+            if args.save:
+                save_checkpoint(args.save, model=model, config=cfg, step=step, with_rng=False)
             break
         sample = collate_samples([train_set[int(torch.randint(len(train_set), (1,), generator=gen))]])
         optimizer.zero_grad(set_to_none=True)
         try:
-            loss = depth_supervised_loss(model, sample, cfg)
+            loss = depth_supervised_loss(model, sample, cfg, args.loss)
         except ValueError as e:
             print(f"depth_supervised_bound: {e}", file=sys.stderr)
             return 2
