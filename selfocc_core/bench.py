@@ -174,10 +174,6 @@ def time_predictors(predictors: dict, frame, iters: int, warmup: int) -> dict:
     return out
 
 
-def time_predictor(predictor, frame, iters: int, warmup: int) -> dict:
-    return time_predictors({"p": predictor}, frame, iters, warmup)["p"]
-
-
 def time_train_step(cfg, device, iters: int, warmup: int) -> dict:
     import torch
 
