@@ -30,14 +30,13 @@ import torch
 
 from selfocc_core.data.sample import collate_samples
 from selfocc_core.losses.regularizers import eikonal_loss
-from selfocc_core.losses.reprojection import sample_at_pixels
 from selfocc_core.model.selfocc import SelfOccModel
 from selfocc_core.rendering.ray_sampler import generate_rays
 from selfocc_core.training.checkpoint import save_checkpoint
 from selfocc_core.training.config import load_experiment_config
 from selfocc_core.training.data import open_data
 from selfocc_core.training.schedule import build_optimizer, build_scheduler
-from selfocc_core.training.trainer import evaluate
+from selfocc_core.training.trainer import evaluate, gt_depth_at_rays
 
 
 def depth_supervised_loss(model: SelfOccModel, sample, cfg, mode: str = "proposals") -> torch.Tensor:
@@ -49,7 +48,7 @@ def depth_supervised_loss(model: SelfOccModel, sample, cfg, mode: str = "proposa
     rays = generate_rays(frame.K, frame.T_ego_cam, frame.image_size, cfg.model.ray_stride, random_offset=True,
                          box=cfg.model.scene, min_near=cfg.model.min_near)
     render = model.render(field_, rays)
-    gt = sample_at_pixels(sample.gt.depth.unsqueeze(2).float(), rays.camera_index, rays.pixels, mode="nearest")[..., 0]
+    gt = gt_depth_at_rays(sample.gt.depth.float(), rays.camera_index, rays.pixels)
     inside = (gt > 0) & (gt / rays.z_per_unit < rays.far - 0.2)
     beyond = (gt > 0) & ~inside
     loss = render.depth.new_zeros(())

@@ -123,7 +123,8 @@ class Objective(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Evaluation against ground truth (never used by the losses).
 # --------------------------------------------------------------------------------------------
-def _gt_depth_at_rays(gt_depth: Tensor, camera_index: Tensor, pixels: Tensor) -> Tensor:
+def gt_depth_at_rays(gt_depth: Tensor, camera_index: Tensor, pixels: Tensor) -> Tensor:
+    """GT z-depth ``[B, N, H, W]`` read at the ray pixels (nearest pixel) -> ``[B, R]``."""
     return sample_at_pixels(gt_depth.unsqueeze(2), camera_index, pixels, mode="nearest")[..., 0]
 
 
@@ -177,7 +178,7 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
                 render = model.render(field_, rays)
                 h, w = ray_grid_shape(fr.image_size, stride)
                 pred = render.depth.float().reshape(-1, fr.num_cameras, h, w)
-                gtd = _gt_depth_at_rays(gt.depth.float(), rays.camera_index, rays.pixels).reshape_as(pred)
+                gtd = gt_depth_at_rays(gt.depth.float(), rays.camera_index, rays.pixels).reshape_as(pred)
                 depth_m.update(pred, gtd)
             if gt.occ_semantics is not None and gt.grid is not None:
                 centres = gt.grid.centers(device=device).unsqueeze(0)  # [1, X, Y, Z, 3]
