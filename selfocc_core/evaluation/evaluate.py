@@ -24,9 +24,11 @@ from typing import Iterable, Optional
 import numpy as np
 import torch
 
-from selfocc_core.evaluation.depth_metrics import DepthEvalConfig, DepthMetrics
 from selfocc_core.classes import FREE_LABEL
-from selfocc_core.evaluation.occupancy_metrics import OccupancyMetrics, PostProcessConfig, ground_plane_occupancy, post_process
+from selfocc_core.evaluation.depth_metrics import DepthEvalConfig, DepthMetrics
+from selfocc_core.evaluation.occupancy_metrics import (
+    OccupancyMetrics, PostProcessConfig, ground_plane_occupancy, post_process,
+)
 from selfocc_core.geometry.transforms import invert_transform
 
 

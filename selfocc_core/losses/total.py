@@ -65,12 +65,14 @@ def compute_losses(cfg: LossConfig, inp: LossInputs) -> LossTerms:
     terms: dict[str, Tensor] = {}
     weights: dict[str, float] = {}
     stats: dict[str, float] = {}
+    # 'infinity' and 'beyond_box' both let the leftover transmittance stand for scenery past the box
+    has_background = cfg.background != "none"
 
     if cfg.reprojection_weight > 0 and inp.sources:
         kw = dict(alpha=cfg.ssim_alpha, automask=cfg.automask, source_cameras=cfg.source_cameras,
                   min_valid_weight=cfg.min_valid_weight)
         if cfg.reprojection_mode == "mvs":
-            bg = (1.0 - render.accumulation) if cfg.background in ("infinity", "beyond_box") else None
+            bg = (1.0 - render.accumulation) if has_background else None
             beyond = cfg.background == "beyond_box"
             out = reprojection_loss(inp.target_rgb, rays.origins, rays.directions, rays.camera_index, rays.pixels,
                                     inp.sources, inp.grid, t=render.t, weights=render.weights,
@@ -83,7 +85,7 @@ def compute_losses(cfg: LossConfig, inp: LossInputs) -> LossTerms:
         stats["reprojection_mask_fraction"] = float(out.mask.float().mean())
     if cfg.rgb_weight > 0:
         rgb = render.rgb
-        if cfg.background in ("infinity", "beyond_box"):
+        if has_background:
             rgb = rgb + (1.0 - render.accumulation).clamp(min=0.0).unsqueeze(-1) * inp.target_rgb.detach()
         terms["rgb"], weights["rgb"] = rgb_loss(rgb, inp.target_rgb), cfg.rgb_weight
     if cfg.eikonal_weight > 0 and inp.gradients is not None:
