@@ -124,7 +124,10 @@ class Objective(nn.Module):
 # Evaluation against ground truth (never used by the losses).
 # --------------------------------------------------------------------------------------------
 def gt_depth_at_rays(gt_depth: Tensor, camera_index: Tensor, pixels: Tensor) -> Tensor:
-    """GT z-depth ``[B, N, H, W]`` read at the ray pixels (nearest pixel) -> ``[B, R]``."""
+    """GT z-depth ``[B, N, H, W]`` read at the ray pixels -> ``[B, R]``: the value of the pixel the ray
+    goes through (nearest, never interpolated across depth edges or into invalid zeros). The fixed
+    evaluation rays go through pixel centres (`ray_grid_pixels`), so this is the GT of exactly
+    that ray; a jittered training ray gets the GT of the pixel it lies in."""
     return sample_at_pixels(gt_depth.unsqueeze(2), camera_index, pixels, mode="nearest")[..., 0]
 
 
