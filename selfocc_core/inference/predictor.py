@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfocc_core.classes import FREE_LABEL, OCC3D_CLASSES
@@ -302,7 +301,7 @@ class OccupancyPredictor:
         Cameras of another time step (novel-view depth) are expressed in the field's ego frame:
         ``T_ego0_cam = inv(T_world_ego0) @ T_world_ego1 @ T_ego1_cam``.
         """
-        from selfocc_core.rendering.ray_sampler import generate_rays, ray_grid_shape
+        from selfocc_core.rendering.ray_sampler import generate_rays, ray_grid_shape, ray_grid_to_image
 
         stride = int(stride or self.depth_stride)
         K, T_ego_cam = K.to(self.device).float(), T_ego_cam.to(self.device).float()
@@ -318,15 +317,9 @@ class OccupancyPredictor:
                 out = self.model.render(field_, sub, num_samples=self.num_depth_samples, stratified=False)
             depth[:, s:s + chunk] = out.depth.float()
         h, w = ray_grid_shape(image_size, stride)
-        d = depth.view(B * N, 1, h, w)
-        size = out_size or image_size
-        # ray (r, c) sits at pixel centre (c*stride + (stride-1)/2): this is interpolate's
-        # align_corners=False mapping from the h x w grid to the h*stride x w*stride image.
-        if (h * stride, w * stride) != tuple(size):
-            d = F.interpolate(d, size=(h * stride, w * stride), mode="bilinear", align_corners=False)
-            d = F.interpolate(d, size=tuple(size), mode="bilinear", align_corners=False)
-        elif (h, w) != tuple(size):
-            d = F.interpolate(d, size=tuple(size), mode="bilinear", align_corners=False)
+        size = tuple(out_size or image_size)
+        # ray (r, c) goes through pixel (c*stride + stride//2, r*stride + stride//2) of the input image
+        d = ray_grid_to_image(depth.view(B * N, 1, h, w), stride, image_size, size)
         return d.view(B, N, *size).cpu()
 
     # ------------------------------------------------------------------------------ predict
