@@ -327,12 +327,16 @@ class OccupancyPredictor:
     # ------------------------------------------------------------------------------ predict
     @torch.no_grad()
     def predict(self, frame: Frame, grid: Optional[VoxelGridSpec] = None, with_depth: bool = True,
-                return_field: bool = False):
+                return_field: bool = False, depth_size: Optional[tuple[int, int]] = None):
         """Frame (one ``[N, 3, H, W]`` or batched ``[B, N, 3, H, W]``) -> OccupancyPrediction.
 
         grid: output voxel grid (default: the model's). with_depth: render per-camera depth.
         return_field: also return the SceneField (for rendering other views), as a tuple.
+        depth_size: (H, W) of the depth images (default: the frame's image size); the depth is
+        rendered on the model's ray grid either way and bilinearly resampled to it.
         """
+        if depth_size is not None and (len(depth_size) != 2 or min(int(v) for v in depth_size) < 1):
+            raise ValueError(f"OccupancyPredictor.predict: depth_size must be (H, W) >= 1, got {depth_size}")
         t0 = time.perf_counter()
         net_in = self.preprocess(frame)
         t1 = _sync_time(self.device)
@@ -342,7 +346,8 @@ class OccupancyPredictor:
         t3 = _sync_time(self.device)
         depth = None
         if with_depth:
-            depth = self.render_depth(field_, net_in.K, net_in.T_ego_cam, self.input_size, out_size=frame.image_size)
+            size = tuple(int(v) for v in depth_size) if depth_size is not None else frame.image_size
+            depth = self.render_depth(field_, net_in.K, net_in.T_ego_cam, self.input_size, out_size=size)
         t4 = _sync_time(self.device)
         batched = frame.images.dim() == 5
 
