@@ -210,3 +210,20 @@ def format_occupancy_section(section: dict, title: str) -> list[str]:
     for label, vals in rows:
         lines.append("  " + label.ljust(label_w) + "".join(_pct(v).rjust(width) for v in vals))
     return lines
+
+
+def flat_scores(scores: dict, name: str, prefix: str) -> dict[str, float]:
+    """One prediction's scores of an `OccupancyScores.compute` result as flat log keys:
+    ``{prefix}iou, precision, recall, above_ground_iou/_precision/_recall, above_ground_iou_<bin>,
+    rayiou, rayiou@<d>`` (+ ``miou``, ``ray_miou`` with semantics)."""
+    s = scores[name]
+    out = {f"{prefix}{k}": s[k] for k in ("iou", "precision", "recall", "miou") if k in s}
+    a = s["above_ground"]
+    out.update({f"{prefix}above_ground_{k}": a[k] for k in ("iou", "precision", "recall")})
+    out.update({f"{prefix}above_ground_iou_{b}": v["iou"] for b, v in a["by_range"].items()})
+    if "ray_iou" in s:
+        out.update({f"{prefix}{k.replace('ray_iou', 'rayiou')}": v for k, v in s["ray_iou"].items()
+                    if k.startswith("ray_iou")})
+    if "ray_miou" in s:
+        out[f"{prefix}ray_miou"] = s["ray_miou"]["ray_miou"]
+    return out
