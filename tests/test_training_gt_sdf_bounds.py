@@ -39,6 +39,10 @@ def test_signed_distance_puts_the_surface_on_voxel_faces():
     sdf = bounds.signed_distance(occ, 0.4)
     torch.testing.assert_close(sdf[1, 1], torch.tensor([-1.0, -0.6, -0.2, 0.2, 0.6, 1.0, 1.4, 1.8]))
     assert ((sdf <= 0) == occ).all()
+    through_centres = bounds.signed_distance(occ, 0.4, surface=0.0)  # the surface through the top layer's centres
+    torch.testing.assert_close(through_centres[1, 1, :4], torch.tensor([-0.8, -0.4, 0.0, 0.4]))
+    with pytest.raises(ValueError, match="surface must lie"):
+        bounds.signed_distance(occ, 0.4, surface=1.0)
 
 
 def test_sdf_on_field_reads_nodes_that_coincide_with_gt_centres():

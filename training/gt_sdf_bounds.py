@@ -71,16 +71,20 @@ def distance_to(target: Tensor) -> Tensor:
     return f.sqrt().float()
 
 
-def signed_distance(occupied: Tensor, voxel_size: float) -> Tensor:
-    """GT SDF ``[X, Y, Z]`` (metres, negative inside) of a voxel occupancy ``[X, Y, Z]`` bool,
-    with the surface on the voxel faces: ``(distance to the nearest occupied centre - 1/2) * voxel``
-    in free voxels and ``-(distance to the nearest free centre - 1/2) * voxel`` in occupied ones.
+def signed_distance(occupied: Tensor, voxel_size: float, surface: float = 0.5) -> Tensor:
+    """GT SDF ``[X, Y, Z]`` (metres, negative inside) of a voxel occupancy ``[X, Y, Z]`` bool, with
+    the surface `surface` voxels beyond the outermost occupied centres (0.5: on the voxel faces,
+    0: through those centres): ``(distance to the nearest occupied centre - surface) * voxel`` in
+    free voxels, ``-(distance to the nearest free centre - (1 - surface)) * voxel`` in occupied ones.
 
     >>> signed_distance(torch.tensor([[[False, True, True, False, False]]]), 1.0)[0, 0].tolist()
     [0.5, -0.5, -0.5, 0.5, 1.5]
     """
+    if not 0.0 <= surface < 1.0:
+        raise ValueError(f"signed_distance: surface must lie in [0, 1), got {surface}")
     occ = occupied.bool()
-    return torch.where(occ, -(distance_to(~occ) - 0.5), distance_to(occ) - 0.5) * float(voxel_size)
+    sdf = torch.where(occ, -(distance_to(~occ) - (1.0 - surface)), distance_to(occ) - surface)
+    return sdf * float(voxel_size)
 
 
 def sdf_on_field(gt_sdf: Tensor, gt_grid: VoxelGridSpec, field_grid: VoxelGridSpec) -> Tensor:
@@ -91,10 +95,11 @@ def sdf_on_field(gt_sdf: Tensor, gt_grid: VoxelGridSpec, field_grid: VoxelGridSp
 
 
 def frame_key(frame) -> tuple:
-    """Identifies a (batch-1) frame by its pose and time stamp."""
+    """Identifies a (batch-1) frame by its time stamp, pose and images (streets of different
+    seeds share time stamps and poses)."""
     T = frame.T_world_ego.reshape(-1)[:12].double().cpu()
     ts = float(torch.as_tensor(frame.timestamp).reshape(-1)[0])
-    return (round(ts, 6), *(round(float(v), 4) for v in T))
+    return (round(ts, 6), *(round(float(v), 4) for v in T), round(float(frame.images.double().sum()), 2))
 
 
 class GroundTruthField(SelfOccModel):
@@ -138,17 +143,18 @@ def gt_occupancy(dataset: Dataset, idx: int) -> tuple[Tensor, VoxelGridSpec]:
     return torch.as_tensor(gt.occ_semantics) != FREE_LABEL, gt.grid
 
 
-def field_target(dataset: Dataset, idx: int, field_grid: VoxelGridSpec) -> Tensor:
+def field_target(dataset: Dataset, idx: int, field_grid: VoxelGridSpec, surface: float = 0.5) -> Tensor:
     """GT SDF of sample `idx` at the field nodes ``[X', Y', Z']``."""
     occ, grid = gt_occupancy(dataset, idx)
-    return sdf_on_field(signed_distance(occ, grid.voxel_size), grid, field_grid)
+    return sdf_on_field(signed_distance(occ, grid.voxel_size, surface), grid, field_grid)
 
 
-def representation_bound(cfg, eval_set: Dataset, sharpness: float = 64.0, device=torch.device("cpu")) -> dict:
+def representation_bound(cfg, eval_set: Dataset, sharpness: float = 64.0, device=torch.device("cpu"),
+                         surface: float = 0.5) -> dict:
     """`trainer.evaluate` of the GT SDF written into the field (see the module docstring)."""
     fields = {}
     for i in range(len(eval_set)):
-        fields[frame_key(eval_set[i].frame)] = field_target(eval_set, i, cfg.model.scene)
+        fields[frame_key(eval_set[i].frame)] = field_target(eval_set, i, cfg.model.scene, surface)
     model = GroundTruthField(cfg.model, fields, sharpness).to(device)
     return evaluate(model, eval_set, cfg, device, cfg.train.eval_samples)
 
