@@ -195,12 +195,20 @@ class LatestWorker:
         with self._cond:
             return not self._has_item and not self._busy
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop after the current item (a queued one is dropped); True when the thread has ended
+        within ``timeout`` s (False: ``process`` is still running, e.g. a long inference)."""
         with self._cond:
             self._stop = True
+            self._item, self._has_item = None, False
             self._cond.notify()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop
 
     def _run(self) -> None:
         while True:
