@@ -60,10 +60,12 @@ class SyntheticSequence:
     Rendering runs many small tensor ops, for which extra intra-op threads only add overhead
     (10x slower measured with 2 threads on a busy 2-core machine), so `render` and
     `ground_truth` use `threads` torch threads (default 1; None keeps the caller's setting).
+    ego_motion: 'constant' or 'slow_stop' (world.generate_world).
     """
 
     def __init__(self, seed: int, num_frames: int, rig: str | Rig = "nuscenes", cameras=None,
-                 speed_mps: float = 10.0, frame_rate_hz: float = 12.0, threads: int | None = 1):
+                 speed_mps: float = 10.0, frame_rate_hz: float = 12.0, threads: int | None = 1,
+                 ego_motion: str = "constant"):
         if num_frames <= 0:
             raise ValueError(f"num_frames must be positive, got {num_frames}")
         if frame_rate_hz <= 0:
@@ -74,7 +76,8 @@ class SyntheticSequence:
         self.num_frames = int(num_frames)
         self.threads = threads
         self.frame_rate_hz = float(frame_rate_hz)
-        self.world: World = generate_world(int(seed), duration_s=(num_frames - 1) / frame_rate_hz, speed_mps=speed_mps)
+        self.world: World = generate_world(int(seed), duration_s=(num_frames - 1) / frame_rate_hz, speed_mps=speed_mps,
+                                           ego_motion=ego_motion)
 
     def time(self, i: int) -> float:
         return i / self.frame_rate_hz

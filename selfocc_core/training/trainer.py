@@ -32,13 +32,14 @@ from torch.utils.data.distributed import DistributedSampler
 from selfocc_core.classes import FREE_LABEL
 from selfocc_core.data.sample import Sample, collate_samples
 from selfocc_core.evaluation.occupancy_metrics import ground_plane_occupancy
+from selfocc_core.geometry.voxel_grid import occupancy_from_sdf
 from selfocc_core.io_utils import atomic_path
 from selfocc_core.losses.reprojection import sample_at_pixels
 from selfocc_core.losses.total import LossInputs, compute_losses
 from selfocc_core.model.selfocc import SelfOccModel
 from selfocc_core.rendering.ray_sampler import generate_rays, ray_grid_shape
 from selfocc_core.training import distributed as D
-from selfocc_core.training.anchor import anchor_views, choose_anchor_offset, frames_by_offset
+from selfocc_core.training.anchor import anchor_views, choose_anchor_offset, frames_by_offset, usable_anchor_offset
 from selfocc_core.training.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint, unwrap
 from selfocc_core.training.config import ExperimentConfig
 from selfocc_core.training.schedule import build_optimizer, build_scheduler
@@ -73,7 +74,7 @@ class Objective(nn.Module):
         # Poses and rays in fp32 even under bf16 autocast (bf16 matmuls would move a camera 50 m
         # from the origin by ~0.2 m); only the network runs in bf16.
         with torch.autocast(device_type=sample.frame.images.device.type, enabled=False):
-            views = anchor_views(sample, anchor_offset)
+            views = anchor_views(sample, anchor_offset, lc.min_source_baseline)
             rig = views.anchor_rig
             image_size = views.anchor.image_size
             stride = cfg.model.ray_stride
@@ -110,35 +111,40 @@ class Objective(nn.Module):
 
         with torch.autocast(device_type=target.device.type, enabled=False):
             terms = compute_losses(lc, LossInputs(
-                target_rgb=target.float(), rays=rays, render=render.float(), sources=views.sources, grid=grid,
+                target_rgb=target.float(), rays=rays, render=render.float(), sources=views.usable_sources(), grid=grid,
                 gradients=None if gradients is None else gradients.float(),
                 hessian=None if hessian is None else hessian.float(),
                 random_sdf=None if random_sdf is None else random_sdf.float(), random_prior=random_prior,
                 seg_labels=seg))
         depth = render.depth.detach().reshape(B, N, h, w)
+        usable = views.usable
         return {"total": terms.total, "terms": terms.terms, "stats": terms.stats, "depth": depth,
-                "anchor_rgb": target.detach().reshape(B, N, h, w, 3)}
+                "anchor_rgb": target.detach().reshape(B, N, h, w, 3),
+                "pairs": (int(usable.numel()), int((~usable).sum()))}
 
 
 # --------------------------------------------------------------------------------------------
 # Evaluation against ground truth (never used by the losses).
 # --------------------------------------------------------------------------------------------
 def gt_depth_at_rays(gt_depth: Tensor, camera_index: Tensor, pixels: Tensor) -> Tensor:
-    """GT z-depth ``[B, N, H, W]`` read at the ray pixels (nearest pixel) -> ``[B, R]``."""
+    """GT z-depth ``[B, N, H, W]`` read at the ray pixels -> ``[B, R]``: the value of the pixel the ray
+    goes through (nearest, never interpolated across depth edges or into invalid zeros). The fixed
+    evaluation rays go through pixel centres (`ray_grid_pixels`), so this is the GT of exactly
+    that ray; a jittered training ray gets the GT of the pixel it lies in."""
     return sample_at_pixels(gt_depth.unsqueeze(2), camera_index, pixels, mode="nearest")[..., 0]
 
 
 def sdf_occupancy(field_, grid, device=None, subvoxel: bool = False) -> Tensor:
     """Occupancy ``[X, Y, Z]`` bool of a (batch-1) field on ``grid``.
 
-    ``subvoxel=False``: SDF <= 0 at the voxel centre (the usual rule).
-    ``subvoxel=True``: the voxel holds solid anywhere: SDF <= 0 at any of 2x2x2 points at
-    +-voxel/4 around the centre (a surface running through the centre plane, like a road at
-    the height of a layer of voxel centres, then counts as occupied, as the GT labels it).
+    ``subvoxel=False``: the project's rule, `occupancy_from_sdf` (SDF at the voxel centre <=
+    a quarter voxel; stable for surfaces through voxel centres or on voxel faces).
+    ``subvoxel=True``: SDF <= 0 at any of 2x2x2 points at +-voxel/4 around the centre (a
+    cross-check: the same as the rule for axis-aligned planes, 8x the queries).
     """
     centres = grid.centers(device=device)  # [X, Y, Z, 3]
     if not subvoxel:
-        return (field_.sdf(centres.unsqueeze(0))[0] <= 0).cpu()
+        return occupancy_from_sdf(field_.sdf(centres.unsqueeze(0))[0], grid.voxel_size).cpu()
     q = grid.voxel_size / 4
     offs = torch.tensor([[x, y, z] for x in (-q, q) for y in (-q, q) for z in (-q, q)], device=centres.device)
     pts = centres.unsqueeze(-2) + offs  # [X, Y, Z, 8, 3]
@@ -250,6 +256,8 @@ class TrainResult:
     last_loss: float
     evals: list[dict] = field(default_factory=list)
     skipped_steps: int = 0
+    pairs: dict = field(default_factory=dict)
+    """Context-pair counts (see `Trainer.pair_counts`)."""
 
 
 class Trainer:
@@ -276,6 +284,10 @@ class Trainer:
         self.step = 0
         self.consecutive_nan = 0
         self.skipped = 0
+        # (anchor, source) pairs seen / skipped for lack of baseline (LossConfig.min_source_baseline),
+        # anchors replaced by another offset, samples skipped without any usable pair
+        self.pair_counts = {"pairs_total": 0, "pairs_skipped_no_baseline": 0, "anchors_replaced": 0,
+                            "samples_skipped_no_baseline": 0}
         self.sampler = DistributedSampler(self.train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
                                           seed=cfg.train.seed, drop_last=len(self.train_set) >= env.world_size)
         self.steps_per_epoch = max(len(self.sampler) // cfg.train.batch_size, 1)
@@ -336,11 +348,28 @@ class Trainer:
         return iter(loader)
 
     # --- one step -----------------------------------------------------------------------------
-    def train_step(self, batch: Sample) -> dict:
-        """One optimiser step on a collated batch. Returns the logged scalars."""
+    def choose_anchor(self, sample: Sample) -> Optional[int]:
+        """The anchor offset for a batch (`choose_anchor_offset`), replaced by one with a usable
+        source when the drawn anchor has none (ego standing still); None when no pair of frames
+        in the sample has ``loss.min_source_baseline`` (the sample is then skipped)."""
+        lc = self.cfg.loss
+        offset = choose_anchor_offset(lc, set(frames_by_offset(sample)))
+        if lc.reprojection_weight <= 0 or lc.min_source_baseline <= 0:
+            return offset
+        chosen = usable_anchor_offset(sample, offset, lc.min_source_baseline)
+        if chosen is None:
+            self.pair_counts["samples_skipped_no_baseline"] += sample.frame.images.shape[0]
+        elif chosen != offset:
+            self.pair_counts["anchors_replaced"] += 1
+        return chosen
+
+    def train_step(self, batch: Sample) -> Optional[dict]:
+        """One optimiser step on a collated batch. Returns the logged scalars, or None when the
+        batch has no context pair with a camera baseline (nothing trained, step not counted)."""
         sample = batch.without_gt().to(self.env.device, non_blocking=True)
-        available = set(frames_by_offset(sample))
-        offset = choose_anchor_offset(self.cfg.loss, available)
+        offset = self.choose_anchor(sample)
+        if offset is None:
+            return None
         use_bf16 = self.cfg.train.bf16 and self.env.device.type == "cuda"
         self.optimizer.zero_grad(set_to_none=True)
         # BatchNorm running statistics change in the forward pass; keep a copy so that a skipped
@@ -349,6 +378,8 @@ class Trainer:
         with torch.autocast(device_type=self.env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self.objective(sample, offset)
         total = out["total"]
+        self.pair_counts["pairs_total"] += out["pairs"][0]
+        self.pair_counts["pairs_skipped_no_baseline"] += out["pairs"][1]
         total.backward()
         grad_norm = None
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -383,6 +414,7 @@ class Trainer:
                    "lr": self.optimizer.param_groups[-1]["lr"] if self.optimizer.param_groups else 0.0}
         scalars.update({f"loss/{k}": float(v.detach()) for k, v in out["terms"].items()})
         scalars.update({f"stats/{k}": float(v) for k, v in out["stats"].items()})
+        scalars.update({f"pairs/{k}": v for k, v in self.pair_counts.items()})
         if grad_norm is not None:
             scalars["grad_norm"] = float(grad_norm)
         inv_s = unwrap(self.model).inv_s()
@@ -455,10 +487,20 @@ class Trainer:
             bar = tqdm(total=tc.steps, initial=self.step, desc="train", dynamic_ncols=True)
         t_last, n_last = time.time(), 0
         batches = self._batches()
+        idle = 0  # consecutive batches without a usable context pair
         try:
             while self.step < stop_step:
                 batch = next(batches)
                 scalars = self.train_step(batch)
+                if scalars is None:
+                    idle += 1
+                    if idle > 2 * len(self.train_set) + 10:
+                        raise ValueError(
+                            f"no training sample has a context frame whose cameras moved "
+                            f">= loss.min_source_baseline = {self.cfg.loss.min_source_baseline} m from the anchor "
+                            f"(ego standing still throughout?); {self.pair_counts}")
+                    continue
+                idle = 0
                 result.last_loss = scalars["loss"]
                 n_last += tc.batch_size * self.env.world_size
                 if bar is not None:
@@ -491,7 +533,10 @@ class Trainer:
                 bar.close()
             if self.writer is not None:
                 self.writer.flush()
-        result.step, result.skipped_steps = self.step, self.skipped
+        result.step, result.skipped_steps, result.pairs = self.step, self.skipped, dict(self.pair_counts)
+        if self.pair_counts["pairs_skipped_no_baseline"] or self.pair_counts["samples_skipped_no_baseline"]:
+            log.info("context pairs without baseline (< %.2f m) skipped: %s", self.cfg.loss.min_source_baseline,
+                     self.pair_counts)
         return result
 
     def close(self) -> None:

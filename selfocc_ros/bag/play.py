@@ -261,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bag_player", description=__doc__.splitlines()[0])
     add_play_arguments(parser)
     args = parser.parse_args(remove_ros_args(argv)[1:])
-    return play_from_args(args, ros_args=argv)
+    status = play_from_args(args, ros_args=argv)
+    from selfocc_ros.shutdown import exit_now
+
+    exit_now(status)  # everything is closed: skip the interpreter's slow finalization (see shutdown.py)
 
 
 if __name__ == "__main__":
