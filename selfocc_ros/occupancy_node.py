@@ -50,13 +50,18 @@ from selfocc_ros import compat
 from selfocc_ros import conversions as conv
 from selfocc_ros.shutdown import ShutdownRequest, exit_now
 from selfocc_ros.node_logic import (
+    ERROR,
+    OK,
+    WARN,
     CameraConfig,
+    DiagStatus,
     InputError,
     LatestWorker,
     NodeStats,
     WarnThrottle,
     assemble_frame,
     check_predictor_cameras,
+    compare_rig,
     default_device,
     load_predictor,
 )
@@ -89,6 +94,8 @@ class OccupancyNode(Node):
         self.pub_cloud = self.pub_markers = self.pub_grid = self.pub_diag = None
         self.pub_depth: dict[str, object] = {}
         self._closing = False
+        self._rig_checked_key = None
+        self.rig_status: Optional[DiagStatus] = None  # training rig vs TF (diagnostics)
         self._declare_parameters()
         self.stats: Optional[NodeStats] = None
         self.throttle = WarnThrottle(float(self.get_parameter("warn_throttle").value))
@@ -396,6 +403,7 @@ class OccupancyNode(Node):
             self.stats.on_error(e.kind, str(e))
             self._warn((e.kind, e.camera), f"dropping camera set: {e}")
             return
+        self._check_rig(msgs, assembled.stamp_ns)
         t_model = time.perf_counter()
         if want_depth:
             pred = self.predictor.predict(assembled.frame, with_depth=True,
@@ -411,6 +419,37 @@ class OccupancyNode(Node):
         # messages are built and sent on their own thread: the next set's inference starts now
         if self._publisher.submit((pred, assembled, timing)):
             self.stats.on_result_dropped()  # the previous result was still waiting to be sent
+
+    def _check_rig(self, msgs, stamp_ns: int) -> None:
+        """Compare TF's camera extrinsics with the checkpoint's training rig: at the first set, and
+        again when /tf_static changes or a tolerance is set. Beyond the tolerance: ERROR diagnostic
+        and a warning naming both transforms (the model's geometry belongs to its training frame)."""
+        rig = getattr(self.predictor, "training_rig", None)
+        listener = self.tf_listener
+        key = (getattr(listener, "static_updates", 0), self.p("base_frame"))
+        if key == self._rig_checked_key:
+            return
+        self._rig_checked_key = key
+        if rig is None:
+            self.rig_status = DiagStatus("camera rig", OK, "checkpoint stores no training rig: extrinsics not checked")
+            return
+        frames = [c.frame_id or m.header.frame_id for c, m in zip(self.cameras, msgs)]
+        base = self.p("base_frame")
+        try:
+            T_tf = np.stack([self._lookup(base, f, stamp_ns) for f in frames])
+        except Exception as e:  # reported by the tf status already; check again with the next set
+            self._rig_checked_key = None
+            self.rig_status = DiagStatus("camera rig", WARN, f"cannot look up the camera extrinsics: {e}")
+            return
+        problems = compare_rig(T_tf, rig, [c.name for c in self.cameras], base, frames,
+                               float(self.p("rig_tolerance.translation")), float(self.p("rig_tolerance.rotation_deg")))
+        if problems:
+            self.rig_status = DiagStatus("camera rig", ERROR, problems[0], {f"camera_{i}": p for i, p in enumerate(problems)})
+            for p in problems:
+                self.get_logger().warning(f"camera extrinsics differ from the training rig: {p}")
+        else:
+            self.rig_status = DiagStatus("camera rig", OK, f"TF extrinsics match the training rig within "
+                                         f"{self.p('rig_tolerance.translation')} m / {self.p('rig_tolerance.rotation_deg')} deg")
 
     def _publish_job(self, item) -> None:
         if self._closing:
@@ -487,6 +526,9 @@ class OccupancyNode(Node):
             arr.status.append(DiagnosticStatus(
                 level=bytes([s.level]), name=s.name, message=s.message, hardware_id="selfocc",
                 values=[KeyValue(key=k, value=v) for k, v in s.values.items()]))
+        rig = self.rig_status
+        if rig is not None:
+            arr.status.append(DiagStatus_msg(rig, self.get_fully_qualified_name().lstrip("/")))
         listener = self.tf_listener
         if listener is not None and listener.rejected:
             arr.status.append(DiagnosticStatus(
@@ -494,6 +536,11 @@ class OccupancyNode(Node):
                 message=f"{listener.rejected} transforms rejected; last: {listener.last_rejection}",
                 hardware_id="selfocc"))
         self.pub_diag.publish(arr)
+
+
+def DiagStatus_msg(s: DiagStatus, prefix: str) -> DiagnosticStatus:  # noqa: N802 (a message factory)
+    return DiagnosticStatus(level=bytes([s.level]), name=f"{prefix}: {s.name}", message=s.message, hardware_id="selfocc",
+                            values=[KeyValue(key=k, value=v) for k, v in s.values.items()])
 
 
 def _np(x):

@@ -404,3 +404,30 @@ def test_empty_camera_names_take_the_checkpoints_cameras(ros_msgs, tmp_path):
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+@pytest.mark.parametrize("shift_m", [0.0, 1.65])
+def test_wrong_ego_frame_is_reported_against_the_training_rig(graph_factory, shift_m):
+    """The checkpoint's training rig vs TF: equal -> OK; base_frame 1.65 m off (KITTI's Velodyne
+    frame vs the ground under the camera) -> ERROR diagnostic naming both transforms."""
+    pred = StandInPredictor()
+
+    def rig_for(g):
+        T_ego_cam = g.fixture.data.T_ego_cam.double().clone()
+        T_ego_cam[:, 2, 3] -= shift_m  # the training ego frame sat 1.65 m higher than base_link
+        return {"camera_names": list(CAMS), "T_ego_cam": T_ego_cam, "ground_z": 0.0}
+
+    pred.training_rig = None
+    g = graph_factory(predictor=pred)
+    pred.training_rig = rig_for(g)  # as OccupancyPredictor.training_rig reads it from the checkpoint
+    g.play(0)
+    assert spin_until(None, lambda: (s := g.out.status("camera rig")) is not None, 5.0)
+    status = g.out.status("camera rig")
+    if shift_m == 0.0:
+        assert status.level == bytes([0]), status.message
+    else:
+        assert status.level == bytes([2]), status.message
+        msg = status.message
+        assert "TF base_link <- cam_front_optical_frame" in msg and "trained with T_ego_cam" in msg, msg
+        assert "differs by 1.650 m" in msg and "not the training ego frame" in msg, msg
+        assert len(status.values) == len(CAMS)
