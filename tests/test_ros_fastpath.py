@@ -115,3 +115,14 @@ def test_predictor_depth_size():
     assert (small.depth - down).abs().median() < 0.05 * down.median()
     with pytest.raises(ValueError, match="depth_size"):
         p.predict(frame, depth_size=(0, 3))
+
+
+def test_points_and_float_fields_equal_the_checked_constructors():
+    from geometry_msgs.msg import Point
+
+    xyz = np.array([[0.5, -1.25, 3.0], [1e-3, 2.0, -7.5]], np.float32)
+    pts = conv.make_points(xyz)
+    assert [(p.x, p.y, p.z) for p in pts] == [(float(a), float(b), float(c)) for a, b, c in xyz]
+    assert pts[0] == Point(x=0.5, y=-1.25, z=3.0)  # the generated __eq__ compares every field
+    f = conv.float32_field(np.array([[0.25, 1.5]], np.float64))
+    assert f.typecode == "f" and f.tolist() == [0.25, 1.5]
