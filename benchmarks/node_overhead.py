@@ -89,6 +89,22 @@ def sync_cost(num_cameras: int, sets: int = 2000) -> float:
     return (time.perf_counter() - t0) / sets
 
 
+def receive_cost(num_cameras: int, height: int, width: int, reps: int = 5) -> float:
+    """Seconds per camera set that rclpy spends turning received rgb8 images into Python messages
+    (deserialize_message, as the executor does before the node's callback sees them)."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import Image
+
+    from selfocc_ros import conversions as conv
+
+    raw = serialize_message(conv.numpy_to_image(np.zeros((height, width, 3), np.uint8), "rgb8"))
+    deserialize_message(raw, Image)
+    t0 = time.perf_counter()
+    for _ in range(reps * num_cameras):
+        deserialize_message(raw, Image)
+    return (time.perf_counter() - t0) / reps
+
+
 # ----------------------------------------------------------------------------- robot process
 
 
@@ -290,6 +306,7 @@ def main(argv=None) -> int:
                   "backends": __import__("selfocc_ros.compat", fromlist=["backends"]).backends(),
                   "processes": "node alone in this process; fixture publisher + collector in another"},
         "sync_ms_per_set": round(sync_cost(len(args.cameras)) * 1e3, 4),
+        "receive_deserialize_ms_per_set": round(receive_cost(len(args.cameras), args.height, args.width) * 1e3, 3),
     }
     period = max(1.0 / args.rate, 2.0 * model_s + 0.1)
     print(f"[node_overhead] overhead phase: {args.overhead_frames} frames every {period:.2f} s", flush=True)

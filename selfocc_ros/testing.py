@@ -132,6 +132,7 @@ class FixturePublisher:
         self.data = synthetic_frames(self.cameras, num_frames, height, width, seed, cache_dir)
         self.output_size = output_size  # publish images resized to (H, W) (K scaled), e.g. 900x1600
         self._resized: dict[int, tuple] = {}  # frame index -> (uint8 RGB, K) as published
+        self._msgs: dict[tuple[int, int], object] = {}  # (frame, camera) -> raw Image message
         self.encoding, self.compressed = encoding, compressed
         self.faults = dict(faults or {})
         self.start_ns = start_stamp_ns if start_stamp_ns is not None else node.get_clock().now().nanoseconds
@@ -217,11 +218,19 @@ class FixturePublisher:
                 msg = conv.rgb_to_compressed(img, self.compressed, header)
                 if k == 0 and fault == "corrupt":
                     msg.data = bytes(msg.data)[: len(msg.data) // 3]
-            else:
-                arr = img[..., ::-1] if self.encoding == "bgr8" else img
-                msg = conv.numpy_to_image(arr, self.encoding if self.encoding in ("rgb8", "bgr8") else "rgb8", header)
-                if k == 0 and fault == "encoding":
+            elif k == 0 and fault in ("encoding", "size"):
+                msg = conv.numpy_to_image(img[..., ::-1] if self.encoding == "bgr8" else img,
+                                          self.encoding if self.encoding in ("rgb8", "bgr8") else "rgb8", header)
+                if fault == "encoding":
                     msg.encoding = "yuv422"
+            else:  # as a camera driver with its own buffers: the pixels are not copied again per publication
+                key = (i, k)
+                if key not in self._msgs:
+                    arr = img[..., ::-1] if self.encoding == "bgr8" else img
+                    self._msgs[key] = conv.numpy_to_image(
+                        arr, self.encoding if self.encoding in ("rgb8", "bgr8") else "rgb8", header)
+                msg = self._msgs[key]
+                msg.header = header
             self.pub_img[cam].publish(msg)
         return stamp
 
