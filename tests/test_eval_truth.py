@@ -66,3 +66,54 @@ def test_ray_grid_to_image_hits_the_ray_pixels_exactly():
     torch.testing.assert_close(half[1:-1], (torch.arange(1, W // 2 - 1.0) + 0.5) * 2 - 0.5)
     with pytest.raises(ValueError, match="ray grid"):
         ray_grid_to_image(torch.zeros(1, 1, h + 1, w), stride, (H, W))
+
+
+# ------------------------------------------------------------------------------------------
+# Bug 3: the occupancy rule must not flip the road layer for a 1 mm shift of the surface.
+# ------------------------------------------------------------------------------------------
+FIELD_GRID = VoxelGridSpec(-25.6, 25.6, -25.6, 25.6, -2.0, 4.4, 0.8)  # tiny_synth's field: node z -1.6, -0.8, 0.0, ...
+GT_GRID = VoxelGridSpec(-12.0, 12.0, -12.0, 12.0, -1.0, 5.4, 0.4)  # Occ3D-like: centres z -0.8, -0.4, 0.0, 0.4, ...
+
+
+def plane_field(height: float):
+    """SceneField whose SDF is z - height (a ground plane at `height`)."""
+    from selfocc_core.model.field import SceneField
+
+    z = FIELD_GRID.centers()[..., 2]
+    sdf = (z - height)[None, None]
+    return SceneField(FIELD_GRID, sdf, torch.zeros(1, 3, *FIELD_GRID.shape))
+
+
+def road_gt(grid, height=0.0):
+    """GT as the synthetic world labels it: voxels whose bottom lies below the road surface."""
+    return (grid.centers()[..., 2] - grid.voxel_size / 2 < height)
+
+
+@pytest.mark.parametrize("shift", [-1e-3, 0.0, 1e-3])
+def test_road_through_voxel_centres_is_stable_to_a_millimetre(shift):
+    from selfocc_core.evaluation.occupancy_metrics import GeometryMetrics
+    from selfocc_core.training.trainer import sdf_occupancy
+
+    occ = sdf_occupancy(plane_field(shift), GT_GRID)
+    m = GeometryMetrics()
+    m.update(occ, road_gt(GT_GRID), None)
+    assert m.compute()["iou"] == 1.0  # old rule (SDF <= 0 at the centre): 0.67 for the road 1 mm below the centres
+
+
+@pytest.mark.parametrize("shift", [-1e-3, 1e-3])
+def test_surface_on_voxel_faces_is_stable_and_predictor_uses_the_same_rule(shift):
+    from selfocc_core.inference.predictor import OccupancyPredictor
+    from selfocc_core.model.selfocc import SelfOccModel
+    from selfocc_core.training.trainer import sdf_occupancy
+
+    from training_fakes import micro_config
+
+    face = 0.2 + shift  # the top face of the road layer of GT_GRID
+    occ = sdf_occupancy(plane_field(face), GT_GRID)
+    assert (occ == road_gt(GT_GRID)).all()  # the voxels below the face, not the ones above it
+    cfg = micro_config()
+    predictor = OccupancyPredictor(SelfOccModel(cfg.model), cfg)
+    out = predictor.occupancy(plane_field(face), GT_GRID)
+    assert (out["occupied"][0] == occ).all()
+    out = predictor.occupancy(plane_field(shift), FIELD_GRID)  # on the field's own nodes (road at node z = 0)
+    assert (out["occupied"][0] == road_gt(FIELD_GRID)).all()

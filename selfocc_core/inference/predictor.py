@@ -12,11 +12,12 @@ Steps of `predict`:
   2. resize images to the network input of the checkpoint's DataConfig (K scaled to match),
      exactly what the dataset readers did for training;
   3. images -> SceneField (eager, or the optimised traced / compiled network);
-  4. occupancy = SDF <= 0 on the output grid (the model's grid by default; otherwise the SDF and
-     semantic logits are read by trilinear sampling at the output voxel centres);
+  4. occupancy = SDF at the voxel centre <= a quarter voxel (`occupancy_from_sdf`, the rule every
+     score of the project uses) on the output grid (the model's grid by default; otherwise the SDF
+     and semantic logits are read by trilinear sampling at the output voxel centres);
      labels = argmax of the semantic head for occupied voxels (class 0 'occupied' without a
      semantic head), FREE_LABEL elsewhere; confidence = probability of the reported state:
-     sigmoid(|sdf| * s) with the NeuS sharpness s (capped at 4 per voxel), times the softmax
+     sigmoid(|sdf - voxel/4| * s) with the NeuS sharpness s (capped at 4 per voxel), times the softmax
      probability of the label for occupied voxels when there are semantics;
   5. per-camera depth: NeuS-rendered on the ray grid of the network input at `depth_stride`,
      bilinearly upsampled to the frame's image size.
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 from selfocc_core.classes import FREE_LABEL, OCC3D_CLASSES
 from selfocc_core.data.images import resize_image
 from selfocc_core.data.sample import Frame
-from selfocc_core.geometry.voxel_grid import VoxelGridSpec
+from selfocc_core.geometry.voxel_grid import OCCUPANCY_TOLERANCE, VoxelGridSpec, occupancy_from_sdf
 
 OPTIMIZE_MODES = ("trace", "compile")
 
@@ -48,7 +49,7 @@ class OccupancyPrediction:
     """What the predictor returns for one frame (a batched frame adds a leading B to every tensor).
 
     grid:         VoxelGridSpec of the arrays below (ego frame of the input frame)
-    occupied:     [X, Y, Z] bool, SDF <= 0
+    occupied:     [X, Y, Z] bool, SDF <= voxel_size / 4 (`occupancy_from_sdf`)
     labels:       [X, Y, Z] uint8 class ids (`class_names`), FREE_LABEL (17) where free
     confidence:   [X, Y, Z] float32 in [0, 1], probability of the reported state (and label)
     sdf:          [X, Y, Z] float32 metres (negative inside)
@@ -279,8 +280,9 @@ class OccupancyPredictor:
             q = field_.query(pts)
             sdf = q.sdf.float()
             sem = None if q.semantics is None else q.semantics.movedim(-1, 1)
-        occupied = sdf <= 0
-        p_state = torch.sigmoid(sdf.abs() * self.sharpness())
+        occupied = occupancy_from_sdf(sdf, grid.voxel_size)
+        margin = sdf - OCCUPANCY_TOLERANCE * grid.voxel_size  # signed distance to the decision threshold
+        p_state = torch.sigmoid(margin.abs() * self.sharpness())
         if sem is not None:
             prob, cls = torch.softmax(sem.float(), dim=1).max(dim=1)
             labels = torch.where(occupied, cls.to(torch.uint8), torch.full_like(cls, FREE_LABEL, dtype=torch.uint8))

@@ -32,6 +32,7 @@ from torch.utils.data.distributed import DistributedSampler
 from selfocc_core.classes import FREE_LABEL
 from selfocc_core.data.sample import Sample, collate_samples
 from selfocc_core.evaluation.occupancy_metrics import ground_plane_occupancy
+from selfocc_core.geometry.voxel_grid import occupancy_from_sdf
 from selfocc_core.io_utils import atomic_path
 from selfocc_core.losses.reprojection import sample_at_pixels
 from selfocc_core.losses.total import LossInputs, compute_losses
@@ -136,14 +137,14 @@ def gt_depth_at_rays(gt_depth: Tensor, camera_index: Tensor, pixels: Tensor) -> 
 def sdf_occupancy(field_, grid, device=None, subvoxel: bool = False) -> Tensor:
     """Occupancy ``[X, Y, Z]`` bool of a (batch-1) field on ``grid``.
 
-    ``subvoxel=False``: SDF <= 0 at the voxel centre (the usual rule).
-    ``subvoxel=True``: the voxel holds solid anywhere: SDF <= 0 at any of 2x2x2 points at
-    +-voxel/4 around the centre (a surface running through the centre plane, like a road at
-    the height of a layer of voxel centres, then counts as occupied, as the GT labels it).
+    ``subvoxel=False``: the project's rule, `occupancy_from_sdf` (SDF at the voxel centre <=
+    a quarter voxel; stable for surfaces through voxel centres or on voxel faces).
+    ``subvoxel=True``: SDF <= 0 at any of 2x2x2 points at +-voxel/4 around the centre (a
+    cross-check: the same as the rule for axis-aligned planes, 8x the queries).
     """
     centres = grid.centers(device=device)  # [X, Y, Z, 3]
     if not subvoxel:
-        return (field_.sdf(centres.unsqueeze(0))[0] <= 0).cpu()
+        return occupancy_from_sdf(field_.sdf(centres.unsqueeze(0))[0], grid.voxel_size).cpu()
     q = grid.voxel_size / 4
     offs = torch.tensor([[x, y, z] for x in (-q, q) for y in (-q, q) for z in (-q, q)], device=centres.device)
     pts = centres.unsqueeze(-2) + offs  # [X, Y, Z, 8, 3]
