@@ -171,3 +171,59 @@ class OccupancyScores:
         out.update(num_samples=self.num_samples, num_voxels=self.num_voxels,
                    num_above_ground_voxels=self.num_above_ground_voxels, num_ray_samples=self.num_ray_samples)
         return out
+
+
+def _pct(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and x != x) else f"{100 * x:.2f}"
+
+
+def format_occupancy_section(section: dict, title: str) -> list[str]:
+    """A table of one `OccupancyScores.compute` result (JSON-ready, NaN may be None): one row per
+    score, one column per prediction (the model first, then the references), in percent."""
+    names = [k for k, v in section.items() if isinstance(v, dict) and "iou" in v]
+    names = [k for k in names if k not in REFERENCES] + [k for k in REFERENCES if k in names]
+    if not names:
+        return []
+    heads = [k.replace("_", " ") for k in names]
+    width = max(12, *(len(h) for h in heads)) + 2
+    rows: list[tuple[str, list]] = [
+        ("IoU", [section[k]["iou"] for k in names]),
+        ("precision", [section[k]["precision"] for k in names]),
+        ("recall", [section[k]["recall"] for k in names]),
+    ]
+    if all("miou" in section[k] for k in names):
+        rows.append(("mIoU", [section[k]["miou"] for k in names]))
+    for key, label in (("iou", "above-ground IoU"), ("precision", "above-ground precision"),
+                       ("recall", "above-ground recall")):
+        rows.append((label, [section[k]["above_ground"][key] for k in names]))
+    for b in section[names[0]]["above_ground"]["by_range"]:
+        rows.append((f"  above-ground IoU {b}", [section[k]["above_ground"]["by_range"][b]["iou"] for k in names]))
+    if all("ray_iou" in section[k] for k in names):
+        r0 = section[names[0]]["ray_iou"]
+        rows.append(("RayIoU (geometry)", [section[k]["ray_iou"]["ray_iou"] for k in names]))
+        for t in [k for k in r0 if k.startswith("ray_iou@")]:
+            rows.append((f"  RayIoU{t[len('ray_iou'):]}", [section[k]["ray_iou"][t] for k in names]))
+    if all("ray_miou" in section[k] for k in names):
+        rows.append(("RayIoU (semantic)", [section[k]["ray_miou"]["ray_miou"] for k in names]))
+    label_w = max(len(r[0]) for r in rows) + 2
+    lines = [title, " " * (label_w + 2) + "".join(h.rjust(width) for h in heads)]
+    for label, vals in rows:
+        lines.append("  " + label.ljust(label_w) + "".join(_pct(v).rjust(width) for v in vals))
+    return lines
+
+
+def flat_scores(scores: dict, name: str, prefix: str) -> dict[str, float]:
+    """One prediction's scores of an `OccupancyScores.compute` result as flat log keys:
+    ``{prefix}iou, precision, recall, above_ground_iou/_precision/_recall, above_ground_iou_<bin>,
+    rayiou, rayiou@<d>`` (+ ``miou``, ``ray_miou`` with semantics)."""
+    s = scores[name]
+    out = {f"{prefix}{k}": s[k] for k in ("iou", "precision", "recall", "miou") if k in s}
+    a = s["above_ground"]
+    out.update({f"{prefix}above_ground_{k}": a[k] for k in ("iou", "precision", "recall")})
+    out.update({f"{prefix}above_ground_iou_{b}": v["iou"] for b, v in a["by_range"].items()})
+    if "ray_iou" in s:
+        out.update({f"{prefix}{k.replace('ray_iou', 'rayiou')}": v for k, v in s["ray_iou"].items()
+                    if k.startswith("ray_iou")})
+    if "ray_miou" in s:
+        out[f"{prefix}ray_miou"] = s["ray_miou"]["ray_miou"]
+    return out

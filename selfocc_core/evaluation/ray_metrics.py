@@ -106,34 +106,32 @@ def first_hits(labels: Tensor, grid: VoxelGridSpec, origins: Tensor, directions:
     strides = torch.tensor([grid.shape[1] * grid.shape[2], grid.shape[2], 1])
     hit_label = torch.full((G, M), free_label, dtype=flat.dtype)
     depth = torch.zeros(G, M, dtype=torch.float64)
-    done = torch.zeros(G, M, dtype=torch.bool)
-    active = torch.arange(M)
+    exit_t = torch.zeros(M, dtype=torch.float64)  # where each ray left its last voxel (grid exit)
+    # state of the rays still travelling, compacted as rays finish
+    ids, done = torch.arange(M), torch.zeros(G, M, dtype=torch.bool)
     for _ in range(int(shape.sum()) + 3):
-        if active.numel() == 0:
+        if ids.numel() == 0:
             break
-        va, tm = v[active], t_max[active]
         # exit distance of the current voxel, and the axis crossed (SparseOcc's tie order: x, y, z)
-        tx, ty, tz = tm[:, 0], tm[:, 1], tm[:, 2]
+        tx, ty, tz = t_max[:, 0], t_max[:, 1], t_max[:, 2]
         axis = torch.where(tx < ty, torch.where(tx < tz, 0, 2), torch.where(ty < tz, 1, 2))
-        t_exit = tm.gather(1, axis[:, None])[:, 0]
-        idx = (va * strides).sum(-1)
-        occ = occ_flat[:, idx]  # [G, A]
-        new = occ & ~done[:, active]
+        rows = torch.arange(ids.numel())
+        t_exit = t_max[rows, axis]
+        idx = (v * strides).sum(-1)
+        new = occ_flat[:, idx] & ~done  # [G, A]
         if new.any():
             g_i, a_i = new.nonzero(as_tuple=True)
-            m_i = active[a_i]
-            hit_label[g_i, m_i] = flat[g_i, idx[a_i]]
-            depth[g_i, m_i] = t_exit[a_i] * grid.voxel_size
-            done[g_i, m_i] = True
-        # free rays end at the grid exit: remember the distance travelled so far
-        still_free = ~done[:, active]
-        depth[:, active] = torch.where(still_free, (t_exit * grid.voxel_size)[None, :], depth[:, active])
+            hit_label[g_i, ids[a_i]] = flat[g_i, idx[a_i]]
+            depth[g_i, ids[a_i]] = t_exit[a_i] * grid.voxel_size
+            done |= new
+        exit_t[ids] = t_exit
         # step into the next voxel
-        v[active, axis] += step[active, axis]
-        t_max[active, axis] += t_delta[active, axis]
-        inside = ((v[active] >= 0) & (v[active] < shape)).all(-1)
-        keep = inside & ~done[:, active].all(0)
-        active = active[keep]
+        v[rows, axis] += step[rows, axis]
+        t_max[rows, axis] += t_delta[rows, axis]
+        keep = ((v >= 0) & (v < shape)).all(-1) & ~done.all(0)
+        if not bool(keep.all()):
+            ids, v, t_max, step, t_delta, done = ids[keep], v[keep], t_max[keep], step[keep], t_delta[keep], done[:, keep]
+    depth = torch.where(hit_label == free_label, exit_t[None, :] * grid.voxel_size, depth)
     return hit_label, depth
 
 
