@@ -143,7 +143,7 @@ class OccupancyNode(Node):
         d("publish.marker_alpha", 1.0, "marker colour alpha")
         d("publish.marker_surface_only", True, "markers only for occupied voxels with a free neighbour")
         d("publish.marker_range", 30.0, "markers only within this distance of base_frame's origin [m] (0: all)")
-        d("publish.marker_max_count", 10000, "at most this many marker cubes, the nearest kept (0: no cap)")
+        d("publish.marker_max_count", 5000, "at most this many marker cubes, the nearest kept (0: no cap)")
         d("publish.depth_width", 0, "width of ~/depth/<camera> [px] (0: the network input's, or from depth_height)")
         d("publish.depth_height", 0, "height of ~/depth/<camera> [px] (0: the network input's, or from depth_width)")
         d("qos.sensor_data", True, "inputs use the sensor-data QoS (best effort, depth 5); false: reliable")
