@@ -80,6 +80,7 @@ class OccupancyNode(Node):
         self._sync = None
         self._worker: Optional[LatestWorker] = None
         self._publisher: Optional[LatestWorker] = None  # builds + sends messages off the inference thread
+        self._last_markers = -float("inf")  # monotonic time of the last marker message
         self.published_counts = collections.Counter()  # messages sent per output (cloud, markers, grid, depth)
         self._infos: dict[str, CameraInfo] = {}
         self._infos_lock = threading.Lock()
@@ -119,6 +120,7 @@ class OccupancyNode(Node):
         d("publish.marker_surface_only", True, "markers only for occupied voxels with a free neighbour")
         d("publish.marker_range", 30.0, "markers only within this distance of base_frame's origin [m] (0: all)")
         d("publish.marker_max_count", 5000, "at most this many marker cubes, the nearest kept (0: no cap)")
+        d("publish.marker_period", 0.5, "at most one ~/occupancy_markers per this many seconds (0: every result)")
         d("publish.depth_width", 0, "width of ~/depth/<camera> [px] (0: the network input's, or from depth_height)")
         d("publish.depth_height", 0, "height of ~/depth/<camera> [px] (0: the network input's, or from depth_width)")
         d("qos.sensor_data", True, "inputs use the sensor-data QoS (best effort, depth 5); false: reliable")
@@ -350,7 +352,8 @@ class OccupancyNode(Node):
             self.pub_cloud.publish(conv.make_occupancy_cloud(xyz, lab, conf, header))
             self.published_counts["cloud"] += 1
             lap("cloud")
-        if self._wants(self.pub_markers):
+        if self._wants(self.pub_markers) and time.monotonic() - self._last_markers >= float(self.p("publish.marker_period")):
+            self._last_markers = time.monotonic()
             xyz, lab = conv.marker_voxels(labels, grid.lower, grid.voxel_size, float(self.p("publish.marker_range")),
                                           int(self.p("publish.marker_max_count")),
                                           bool(self.p("publish.marker_surface_only")))
