@@ -120,7 +120,7 @@ class OccupancyNode(Node):
         d("publish.marker_surface_only", True, "markers only for occupied voxels with a free neighbour")
         d("publish.marker_range", 30.0, "markers only within this distance of base_frame's origin [m] (0: all)")
         d("publish.marker_max_count", 5000, "at most this many marker cubes, the nearest kept (0: no cap)")
-        d("publish.marker_period", 0.5, "at most one ~/occupancy_markers per this many seconds (0: every result)")
+        d("publish.marker_period", 0.0, "at most one ~/occupancy_markers per this many seconds (0: every result)")
         d("publish.depth_width", 0, "width of ~/depth/<camera> [px] (0: the network input's, or from depth_height)")
         d("publish.depth_height", 0, "height of ~/depth/<camera> [px] (0: the network input's, or from depth_width)")
         d("qos.sensor_data", True, "inputs use the sensor-data QoS (best effort, depth 5); false: reliable")
@@ -357,7 +357,8 @@ class OccupancyNode(Node):
             xyz, lab = conv.marker_voxels(labels, grid.lower, grid.voxel_size, float(self.p("publish.marker_range")),
                                           int(self.p("publish.marker_max_count")),
                                           bool(self.p("publish.marker_surface_only")))
-            self.pub_markers.publish(conv.make_occupancy_markers(
+            # CDR bytes straight from the arrays: no Python object per cube
+            self.pub_markers.publish(conv.serialize_occupancy_markers(
                 xyz, lab, grid.voxel_size, header, alpha=float(self.p("publish.marker_alpha"))))
             self.published_counts["markers"] += 1
             lap("markers")
