@@ -7,16 +7,22 @@ Subscribes (per camera): ``image_topic`` (sensor_msgs/Image, or CompressedImage 
 ``compressed``), ``info_topic`` (sensor_msgs/CameraInfo, latest kept), /tf, /tf_static.
 Publishes, stamped with the input image stamp:
   ~/occupancy          sensor_msgs/PointCloud2   occupied voxel centres (x,y,z,confidence,label) in base_frame
-  ~/occupancy_markers  visualization_msgs/MarkerArray  DELETEALL + one CUBE_LIST per class
+  ~/occupancy_markers  visualization_msgs/MarkerArray  DELETEALL + one CUBE_LIST per class, surface
+                       voxels within publish.marker_range, at most publish.marker_max_count (nearest)
   ~/grid               selfocc_msgs/OccupancyGrid3D    the dense grid (when selfocc_msgs is importable)
-  ~/depth/<camera>     sensor_msgs/Image 32FC1   rendered depth, with the camera image's header
+  ~/depth/<camera>     sensor_msgs/Image 32FC1   rendered depth, with the camera image's header, at
+                       publish.depth_width x depth_height (default: the network input size)
   /diagnostics         diagnostic_msgs/DiagnosticArray
 
 Structure (lifecycle-style): ``configure()`` reads parameters and loads the model (a missing or
 mismatched checkpoint ends start-up with a message naming the file), ``activate()`` creates the
 subscriptions and the inference worker, ``deactivate()`` / ``cleanup()`` undo them. The executor
-thread only queues synchronized sets; decoding, TF lookups (which may wait ``tf_timeout``),
-inference and publishing run on the worker, always on the newest set (older ones are dropped).
+thread only queues synchronized sets; decoding (views of the message buffers), TF lookups (which
+may wait ``tf_timeout``), one uint8 downscale to the network input and inference run on the
+inference worker, always on the newest set (older ones are dropped); messages are built from
+contiguous arrays and sent on a second worker, so the next inference starts at once. Only
+outputs with subscribers are built (depth is not even rendered without a depth subscriber, and
+a set nobody listens to is not inferred).
 
 Large images over Fast DDS on one machine: FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_images.xml
 in *every* process of the graph (publishers, this node, RViz); see config/occ.yaml and
