@@ -178,6 +178,11 @@ class OccupancyPredictor:
         return self.config.data.image_height, self.config.data.image_width
 
     @property
+    def training_rig(self) -> Optional[dict]:
+        """The checkpoint's training rig (training.checkpoint.training_rig), None when not stored."""
+        return getattr(self.model, "training_rig", None)
+
+    @property
     def camera_names(self) -> list[str]:
         """Cameras the checkpoint was trained on, in order ([] = any)."""
         return list(self.config.data.cameras)
