@@ -58,6 +58,8 @@ class Objective(nn.Module):
 
     ``forward(sample, anchor_offset)`` -> dict with 'total' (scalar), 'terms' (unweighted
     scalars), 'stats' (floats) and 'depth' ([B, N, h, w] rendered anchor depth, detached).
+    ``field_`` and ``T_world_field`` ([B, 4, 4]) replace the lifted field and its frame (the
+    per-scene direct-optimisation diagnostic, training/direct_optimisation.py).
     """
 
     def __init__(self, model: SelfOccModel, cfg: ExperimentConfig):
@@ -65,15 +67,16 @@ class Objective(nn.Module):
         self.model = model
         self.cfg = cfg
 
-    def forward(self, sample: Sample, anchor_offset: int) -> dict:
+    def forward(self, sample: Sample, anchor_offset: int, field_=None, T_world_field: Optional[Tensor] = None) -> dict:
         if sample.gt is not None:
             raise ValueError("Objective: the sample still carries ground truth; call sample.without_gt() first")
         cfg, lc = self.cfg, self.cfg.loss
-        field_ = self.model(sample.frame)
+        if field_ is None:
+            field_ = self.model(sample.frame)
         # Poses and rays in fp32 even under bf16 autocast (bf16 matmuls would move a camera 50 m
         # from the origin by ~0.2 m); only the network runs in bf16.
         with torch.autocast(device_type=sample.frame.images.device.type, enabled=False):
-            views = anchor_views(sample, anchor_offset, lc.min_source_baseline)
+            views = anchor_views(sample, anchor_offset, lc.min_source_baseline, T_world_field)
             rig = views.anchor_rig
             image_size = views.anchor.image_size
             stride = cfg.model.ray_stride
