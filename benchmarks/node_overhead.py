@@ -92,7 +92,10 @@ def main(argv=None) -> int:
         from selfocc_core.training.checkpoint import save_checkpoint
         from selfocc_core.training.config import load_experiment_config
 
+        import dataclasses
+
         cfg = load_experiment_config("tiny_synth")
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cameras=list(args.cameras)))
         torch.manual_seed(0)
         ckpt = str(save_checkpoint(Path(tempfile.mkdtemp()) / "tiny_synth.pt", model=SelfOccModel(cfg.model),
                                    config=cfg, step=0, with_rng=False))

@@ -79,6 +79,8 @@ class OccupancyNode(Node):
         self.cameras: list[CameraConfig] = []
         self._sync = None
         self._worker: Optional[LatestWorker] = None
+        self._publisher: Optional[LatestWorker] = None  # builds + sends messages off the inference thread
+        self.published_counts = collections.Counter()  # messages sent per output (cloud, markers, grid, depth)
         self._infos: dict[str, CameraInfo] = {}
         self._infos_lock = threading.Lock()
         self._timers = []
@@ -114,6 +116,11 @@ class OccupancyNode(Node):
         d("publish.grid_confidence", True, "fill OccupancyGrid3D.confidence")
         d("publish.grid_sdf", False, "fill OccupancyGrid3D.sdf")
         d("publish.marker_alpha", 1.0, "marker colour alpha")
+        d("publish.marker_surface_only", True, "markers only for occupied voxels with a free neighbour")
+        d("publish.marker_range", 30.0, "markers only within this distance of base_frame's origin [m] (0: all)")
+        d("publish.marker_max_count", 10000, "at most this many marker cubes, the nearest kept (0: no cap)")
+        d("publish.depth_width", 0, "width of ~/depth/<camera> [px] (0: the network input's, or from depth_height)")
+        d("publish.depth_height", 0, "height of ~/depth/<camera> [px] (0: the network input's, or from depth_width)")
         d("qos.sensor_data", True, "inputs use the sensor-data QoS (best effort, depth 5); false: reliable")
         d("qos.depth", 5, "history depth of image/camera_info subscriptions")
         d("camera_timeout", 1.0, "a camera silent for longer [s] is reported stale")
@@ -181,6 +188,7 @@ class OccupancyNode(Node):
 
     def activate(self) -> None:
         """Start the worker, subscriptions and the diagnostics timer."""
+        self._publisher = LatestWorker(self._publish_job, on_error=self._on_worker_error, name="selfocc-publish").start()
         self._worker = LatestWorker(self._process, on_error=self._on_worker_error).start()
         qos = qos_profile_sensor_data if self.p("qos.sensor_data") else QoSProfile(
             depth=int(self.p("qos.depth")), reliability=ReliabilityPolicy.RELIABLE)
@@ -210,6 +218,9 @@ class OccupancyNode(Node):
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
+        if self._publisher is not None:
+            self._publisher.stop()
+            self._publisher = None
 
     def cleanup(self) -> None:
         self.deactivate()
@@ -229,7 +240,7 @@ class OccupancyNode(Node):
         self.stats.on_image(self.cameras[index].name, time.monotonic())
 
     def _on_synced(self, *msgs) -> None:
-        dropped = self._worker.submit(msgs)
+        dropped = self._worker.submit((msgs, time.monotonic()))
         self.stats.on_synced(time.monotonic(), dropped)
 
     def _warn(self, key, text: str) -> None:
@@ -247,8 +258,32 @@ class OccupancyNode(Node):
             raise RuntimeError("no TF listener (tf2_msgs not importable)")
         return self.tf_lookup(target, source, stamp_ns, float(self.p("tf_timeout")))
 
-    def _process(self, msgs) -> None:
+    def _wants(self, pub) -> bool:
+        """Only outputs somebody subscribes to are built and published."""
+        return pub is not None and pub.get_subscription_count() > 0
+
+    def _depth_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """(H, W) of the depth images for frames of ``image_hw`` (the network input size)."""
+        w, h = int(self.p("publish.depth_width")), int(self.p("publish.depth_height"))
+        if w < 0 or h < 0:
+            raise ValueError(f"publish.depth_width/height must be >= 0, got {w} x {h}")
+        H, W = image_hw
+        if w and h:
+            return h, w
+        if w:
+            return max(1, round(H * w / W)), w
+        if h:
+            return h, max(1, round(W * h / H))
+        return H, W
+
+    def _process(self, item) -> None:
+        msgs, t_synced = item
         t_start = time.perf_counter()
+        wait_s = max(0.0, time.monotonic() - t_synced)
+        want_depth = any(self._wants(p) for p in self.pub_depth.values())
+        if not (want_depth or any(self._wants(p) for p in (self.pub_cloud, self.pub_markers, self.pub_grid))):
+            self.stats.on_unwanted()  # no subscriber for any output: no inference either
+            return
         # CameraInfo travels on its own topic: on start-up it may trail the first images a little.
         deadline = time.monotonic() + float(self.p("tf_timeout"))
         while True:
@@ -258,48 +293,87 @@ class OccupancyNode(Node):
                 break
             time.sleep(0.005)
         try:
-            assembled = assemble_frame(msgs, infos, self.cameras, self._lookup, self.p("base_frame"), self.p("odom_frame"))
+            assembled = assemble_frame(msgs, infos, self.cameras, self._lookup, self.p("base_frame"), self.p("odom_frame"),
+                                       network_size=getattr(self.predictor, "input_size", None),
+                                       device=getattr(self.predictor, "device", "cpu"))
         except InputError as e:
             self.stats.on_error(e.kind, str(e))
             self._warn((e.kind, e.camera), f"dropping camera set: {e}")
             return
         t_model = time.perf_counter()
-        pred = self.predictor.predict(assembled.frame)
+        if want_depth:
+            pred = self.predictor.predict(assembled.frame, with_depth=True,
+                                          depth_size=self._depth_size(assembled.frame.image_size))
+        else:
+            pred = self.predictor.predict(assembled.frame, with_depth=False)
         model_s = time.perf_counter() - t_model
+        timing = {"wait_s": wait_s, "decode_s": assembled.decode_s, "tf_s": assembled.tf_s,
+                  "resize_s": assembled.resize_s, "assemble_s": t_model - t_start, "model_s": model_s,
+                  "t_done": time.perf_counter()}
+        # messages are built and sent on their own thread: the next set's inference starts now
+        if self._publisher.submit((pred, assembled, timing)):
+            self.stats.on_result_dropped()  # the previous result was still waiting to be sent
+
+    def _publish_job(self, item) -> None:
+        pred, assembled, timing = item
         t_pub = time.perf_counter()
-        self.publish_prediction(pred, assembled)
+        stages = self.publish_prediction(pred, assembled)
         t_end = time.perf_counter()
-        now_ns = self.get_clock().now().nanoseconds
-        overhead = (t_model - t_start) + (t_end - t_pub)
-        self.stats.on_published(time.monotonic(), (now_ns - assembled.stamp_ns) / 1e9, model_s, overhead)
-        self.timings.append({"decode_s": assembled.decode_s, "tf_s": assembled.tf_s,
-                             "assemble_s": t_model - t_start, "model_s": model_s, "publish_s": t_end - t_pub,
-                             "latency_s": (now_ns - assembled.stamp_ns) / 1e9})
+        latency_s = (self.get_clock().now().nanoseconds - assembled.stamp_ns) / 1e9
+        overhead = timing["assemble_s"] + (t_end - t_pub)
+        self.stats.on_published(time.monotonic(), latency_s, timing["model_s"], overhead)
+        self.timings.append({**timing, "publish_s": t_end - t_pub, "publish_stages_s": stages,
+                             "publish_wait_s": t_pub - timing["t_done"],
+                             "latency_s": latency_s})
         if self.on_result is not None:
             self.on_result(assembled, pred)
 
-    def publish_prediction(self, pred, assembled) -> None:
-        """Publish every enabled output for one prediction (stamps = the input image stamp)."""
+    def publish_prediction(self, pred, assembled) -> dict:
+        """Publish every enabled output that has subscribers for one prediction (stamps = the input
+        image stamp). Returns seconds per output (build + publish)."""
+        stages = {}
+        t = time.perf_counter()
+
+        def lap(name):
+            nonlocal t
+            now = time.perf_counter()
+            stages[name] = now - t
+            t = now
+
         header = Header(stamp=conv.ns_to_stamp(assembled.stamp_ns), frame_id=self.p("base_frame"))
         grid = pred.grid
-        labels = _np(pred.labels).astype(np.uint8)
-        confidence = _np(pred.confidence).astype(np.float32) if getattr(pred, "confidence", None) is not None else None
-        if self.pub_cloud is not None or self.pub_markers is not None:
+        labels = _np(pred.labels).astype(np.uint8, copy=False)
+        confidence = _np(pred.confidence).astype(np.float32, copy=False) if getattr(pred, "confidence", None) is not None else None
+        lap("arrays")
+        if self._wants(self.pub_cloud):
             xyz, lab, conf = conv.occupied_points(labels, confidence, grid.lower, grid.voxel_size)
-            if self.pub_cloud is not None:
-                self.pub_cloud.publish(conv.make_occupancy_cloud(xyz, lab, conf, header))
-            if self.pub_markers is not None:
-                self.pub_markers.publish(conv.make_occupancy_markers(
-                    xyz, lab, grid.voxel_size, header, alpha=float(self.p("publish.marker_alpha"))))
-        if self.pub_grid is not None:
+            self.pub_cloud.publish(conv.make_occupancy_cloud(xyz, lab, conf, header))
+            self.published_counts["cloud"] += 1
+            lap("cloud")
+        if self._wants(self.pub_markers):
+            xyz, lab = conv.marker_voxels(labels, grid.lower, grid.voxel_size, float(self.p("publish.marker_range")),
+                                          int(self.p("publish.marker_max_count")),
+                                          bool(self.p("publish.marker_surface_only")))
+            self.pub_markers.publish(conv.make_occupancy_markers(
+                xyz, lab, grid.voxel_size, header, alpha=float(self.p("publish.marker_alpha"))))
+            self.published_counts["markers"] += 1
+            lap("markers")
+        if self._wants(self.pub_grid):
             sdf = _np(pred.sdf).astype(np.float32) if self.p("publish.grid_sdf") and getattr(pred, "sdf", None) is not None else None
             msg = conv.fill_grid_msg(self.pub_grid.msg_type(), labels, grid.lower, grid.voxel_size, header,
                                      confidence=confidence if self.p("publish.grid_confidence") else None, sdf=sdf)
             self.pub_grid.publish(msg)
+            self.published_counts["grid"] += 1
+            lap("grid")
         if self.pub_depth and getattr(pred, "depth", None) is not None:
-            depth = _np(pred.depth).astype(np.float32)
+            depth = _np(pred.depth).astype(np.float32, copy=False)
             for i, cam in enumerate(self.cameras):
-                self.pub_depth[cam.name].publish(conv.depth_to_image(depth[i], assembled.headers[i]))
+                pub = self.pub_depth[cam.name]
+                if self._wants(pub):
+                    pub.publish(conv.depth_to_image(depth[i], assembled.headers[i]))
+                    self.published_counts["depth"] += 1
+            lap("depth")
+        return stages
 
     # ------------------------------------------------------------------ diagnostics
 

@@ -71,7 +71,7 @@ class StandInPrediction:
     labels: torch.Tensor
     confidence: torch.Tensor
     sdf: torch.Tensor
-    depth: torch.Tensor
+    depth: Optional[torch.Tensor]
     camera_names: list[str] = field(default_factory=list)
 
 
@@ -83,8 +83,11 @@ class StandInPredictor:
     def __init__(self, grid: VoxelGridSpec = VoxelGridSpec(-8.0, 8.0, -8.0, 8.0, -1.0, 1.4, 0.4), delay_s: float = 0.0):
         self.grid = grid
         self.delay_s = delay_s
+        self.calls: list[dict] = []  # the keyword arguments of every predict call
 
-    def predict(self, frame) -> StandInPrediction:
+    def predict(self, frame, with_depth: bool = True, depth_size=None) -> StandInPrediction:
+        """``with_depth`` / ``depth_size`` as OccupancyPredictor.predict (bilinear resample of the depth)."""
+        self.calls.append({"with_depth": with_depth, "depth_size": depth_size})
         if self.delay_s:
             time.sleep(self.delay_s)
         centres = self.grid.centers(dtype=torch.float64)  # [X, Y, Z, 3] ego
@@ -100,6 +103,11 @@ class StandInPredictor:
         sdf = (world[..., 2] - 0.3).float()
         depth = (frame.images.double().mean(dim=1) * 10.0 + frame.T_ego_cam[:, 0, 3].double().view(-1, 1, 1)
                  + frame.K[:, 0, 0].double().view(-1, 1, 1) / 100.0).float()
+        if not with_depth:
+            depth = None
+        elif depth_size is not None and tuple(depth_size) != tuple(depth.shape[-2:]):
+            depth = torch.nn.functional.interpolate(depth[:, None], size=tuple(depth_size), mode="bilinear",
+                                                    align_corners=False)[:, 0]
         return StandInPrediction(self.grid, labels != FREE_LABEL, labels, confidence, sdf, depth,
                                  list(frame.camera_names))
 
@@ -214,12 +222,19 @@ class FixturePublisher:
 class OutputCollector:
     """Subscribes to the node's outputs and stores them by stamp [ns]."""
 
-    def __init__(self, node, node_fqn: str = "/selfocc_occupancy", cameras: list[str] = ()):
+    OUTPUTS = ("cloud", "markers", "grid", "depth", "diagnostics")
+
+    def __init__(self, node, node_fqn: str = "/selfocc_occupancy", cameras: list[str] = (), outputs=OUTPUTS):
+        """``outputs``: which of OUTPUTS to subscribe to (the node publishes only what has subscribers)."""
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image, PointCloud2
         from visualization_msgs.msg import MarkerArray
 
+        unknown = set(outputs) - set(self.OUTPUTS)
+        if unknown:
+            raise ValueError(f"OutputCollector: unknown outputs {sorted(unknown)} (valid: {self.OUTPUTS})")
+        self.node, self.outputs = node, tuple(outputs)
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.clouds: dict[int, object] = {}
         self.markers: dict[int, object] = {}
@@ -241,25 +256,39 @@ class OutputCollector:
             self.receive_wall_ns.setdefault(st(m.header.stamp), time.time_ns())
             keep(self.clouds)(m)
 
-        self._subs = [
-            node.create_subscription(PointCloud2, f"{node_fqn}/occupancy", keep_cloud, qos),
-            node.create_subscription(MarkerArray, f"{node_fqn}/occupancy_markers", keep(self.markers), qos),
-            node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, qos),
-        ]
-        for c in cameras:
-            self._subs.append(node.create_subscription(Image, f"{node_fqn}/depth/{c}", keep(self.depth[c]), qos))
-        try:
-            from selfocc_msgs.msg import OccupancyGrid3D
+        self._subs = []
+        if "cloud" in outputs:
+            self._subs.append(node.create_subscription(PointCloud2, f"{node_fqn}/occupancy", keep_cloud, qos))
+        if "markers" in outputs:
+            self._subs.append(node.create_subscription(MarkerArray, f"{node_fqn}/occupancy_markers", keep(self.markers), qos))
+        if "diagnostics" in outputs:
+            self._subs.append(node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, qos))
+        if "depth" in outputs:
+            for c in cameras:
+                self._subs.append(node.create_subscription(Image, f"{node_fqn}/depth/{c}", keep(self.depth[c]), qos))
+        if "grid" in outputs:
+            try:
+                from selfocc_msgs.msg import OccupancyGrid3D
 
-            self._subs.append(node.create_subscription(OccupancyGrid3D, f"{node_fqn}/grid", keep(self.grids), qos))
-        except ImportError:
-            pass
+                self._subs.append(node.create_subscription(OccupancyGrid3D, f"{node_fqn}/grid", keep(self.grids), qos))
+            except ImportError:
+                pass
+
+    def unsubscribe(self) -> None:
+        """Destroy every subscription of this collector."""
+        for sub in self._subs:
+            self.node.destroy_subscription(sub)
+        self._subs = []
 
     def complete(self, stamps, with_grid: bool = True) -> bool:
+        """Every subscribed output (the grid only ``with_grid``) has arrived for every stamp."""
+        o = self.outputs
         for s in stamps:
-            if s not in self.clouds or s not in self.markers or any(s not in d for d in self.depth.values()):
+            if ("cloud" in o and s not in self.clouds) or ("markers" in o and s not in self.markers):
                 return False
-            if with_grid and s not in self.grids:
+            if "depth" in o and any(s not in d for d in self.depth.values()):
+                return False
+            if with_grid and "grid" in o and s not in self.grids:
                 return False
         return True
 

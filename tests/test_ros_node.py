@@ -48,7 +48,8 @@ def ros_msgs():
 class Graph:
     """Fixture publisher + occupancy node + collector in one context, spun by a background executor."""
 
-    def __init__(self, predictor=None, faults=None, compressed="", params=None, num_frames=NUM_FRAMES, cams=CAMS):
+    def __init__(self, predictor=None, faults=None, compressed="", params=None, num_frames=NUM_FRAMES, cams=CAMS,
+                 outputs=OutputCollector.OUTPUTS):
         from selfocc_ros.occupancy_node import OccupancyNode
 
         self.ctx = rclpy.Context()
@@ -70,15 +71,18 @@ class Graph:
         for i in range(num_frames):  # render up front so playing is fast and timing-stable
             self.fixture.frame(i)
         self.sub_node = rclpy.create_node("collector", context=self.ctx)
-        self.out = OutputCollector(self.sub_node, "/selfocc_occupancy", cams)
+        self.out = OutputCollector(self.sub_node, "/selfocc_occupancy", cams, outputs=outputs)
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.ctx)
         for n in (self.node, self.pub_node, self.sub_node):
             self.executor.add_node(n)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
         # discovery: wait until the node's image subscriptions see the publishers
+        n = self.node
+        watched = [p for o, p in (("cloud", n.pub_cloud), ("markers", n.pub_markers), ("grid", n.pub_grid))
+                   if o in outputs and p is not None] + (list(n.pub_depth.values()) if "depth" in outputs else [])
         spin_until(None, lambda: all(p.get_subscription_count() > 0 for p in self.fixture.pub_img.values())
-                   and self.node.pub_cloud.get_subscription_count() > 0, 10.0)
+                   and all(p.get_subscription_count() > 0 for p in watched), 10.0)
 
     def play(self, i, wait_output=True, timeout=10.0):
         stamp = self.fixture.publish_frame(i)

@@ -32,7 +32,7 @@ from selfocc_core.synth.rigs import RIG_NAMES
 from selfocc_core.synth.sequence import SyntheticSequence
 from selfocc_core.synth.world import EGO_MOTIONS
 
-_CACHE_VERSION = 2  # bump when the world generator or renderer output changes
+_CACHE_VERSION = 3  # bump when the world generator, renderer or ground truth output changes (3: ray-cast camera mask)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from torch.utils.data.distributed import DistributedSampler
 from selfocc_core.classes import FREE_LABEL
 from selfocc_core.data.sample import Sample, collate_samples
 from selfocc_core.evaluation.occupancy_metrics import ground_plane_occupancy
+from selfocc_core.geometry.voxel_grid import occupancy_from_sdf
 from selfocc_core.io_utils import atomic_path
 from selfocc_core.losses.reprojection import sample_at_pixels
 from selfocc_core.losses.total import LossInputs, compute_losses
@@ -129,21 +130,24 @@ class Objective(nn.Module):
 # Evaluation against ground truth (never used by the losses).
 # --------------------------------------------------------------------------------------------
 def gt_depth_at_rays(gt_depth: Tensor, camera_index: Tensor, pixels: Tensor) -> Tensor:
-    """GT z-depth ``[B, N, H, W]`` read at the ray pixels (nearest pixel) -> ``[B, R]``."""
+    """GT z-depth ``[B, N, H, W]`` read at the ray pixels -> ``[B, R]``: the value of the pixel the ray
+    goes through (nearest, never interpolated across depth edges or into invalid zeros). The fixed
+    evaluation rays go through pixel centres (`ray_grid_pixels`), so this is the GT of exactly
+    that ray; a jittered training ray gets the GT of the pixel it lies in."""
     return sample_at_pixels(gt_depth.unsqueeze(2), camera_index, pixels, mode="nearest")[..., 0]
 
 
 def sdf_occupancy(field_, grid, device=None, subvoxel: bool = False) -> Tensor:
     """Occupancy ``[X, Y, Z]`` bool of a (batch-1) field on ``grid``.
 
-    ``subvoxel=False``: SDF <= 0 at the voxel centre (the usual rule).
-    ``subvoxel=True``: the voxel holds solid anywhere: SDF <= 0 at any of 2x2x2 points at
-    +-voxel/4 around the centre (a surface running through the centre plane, like a road at
-    the height of a layer of voxel centres, then counts as occupied, as the GT labels it).
+    ``subvoxel=False``: the project's rule, `occupancy_from_sdf` (SDF at the voxel centre <=
+    a quarter voxel; stable for surfaces through voxel centres or on voxel faces).
+    ``subvoxel=True``: SDF <= 0 at any of 2x2x2 points at +-voxel/4 around the centre (a
+    cross-check: the same as the rule for axis-aligned planes, 8x the queries).
     """
     centres = grid.centers(device=device)  # [X, Y, Z, 3]
     if not subvoxel:
-        return (field_.sdf(centres.unsqueeze(0))[0] <= 0).cpu()
+        return occupancy_from_sdf(field_.sdf(centres.unsqueeze(0))[0], grid.voxel_size).cpu()
     q = grid.voxel_size / 4
     offs = torch.tensor([[x, y, z] for x in (-q, q) for y in (-q, q) for z in (-q, q)], device=centres.device)
     pts = centres.unsqueeze(-2) + offs  # [X, Y, Z, 8, 3]
@@ -153,25 +157,42 @@ def sdf_occupancy(field_, grid, device=None, subvoxel: bool = False) -> Tensor:
 @torch.no_grad()
 def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, device: torch.device,
              max_samples: int, stride: Optional[int] = None) -> dict:
-    """Depth metrics (vs GT depth at the rays of the input frame's cameras) and occupancy IoU
-    (vs GT on the camera mask inside the model's scene box, with a ground-plane-only baseline:
-    voxels at/below ``cfg.model.ground_height``) over ``max_samples`` samples spread evenly
-    over the dataset.
+    """Depth metrics (vs GT depth at the rays of the input frame's cameras) and occupancy scores
+    (vs GT inside the model's scene box) over ``max_samples`` samples spread evenly over the dataset.
+
+    Keys (log.jsonl / TensorBoard):
+    - ``depth/<metric>``: capped at ``train.eval_max_depth``; ``depth/abs_rel_<bin>``,
+      ``depth/rmse_<bin>`` per GT range bin (uncapped, 80 m) and ``depth/share_beyond_cap``,
+      ``depth/share_outside_box``, ``depth/share_beyond_reach`` (evaluation/depth_ranges.py);
+    - ``occ/iou, precision, recall`` (camera mask, the project's occupancy rule), the same with
+      ``_subvoxel`` (2x2x2 probes), ``occ/ground_plane_iou`` (the flat ground on the same voxels);
+    - ``occ/above_ground_iou|precision|recall``, ``occ/above_ground_iou_<bin>`` (0-10, 10-20,
+      20-40 m) and ``occ/rayiou``, ``occ/rayiou@1|2|4`` (class-agnostic RayIoU; origins: the rig
+      centres of the sample's frames) of the model, and the same keys under ``flat_ground/`` and
+      ``perfect_ground/`` for the references (evaluation/occupancy_scores.py).
 
     Returns {} when the dataset has no ground truth.
     """
     from selfocc_core.evaluation.depth_metrics import DepthEvalConfig, DepthMetrics
+    from selfocc_core.evaluation.depth_ranges import DepthRangeMetrics
+    from selfocc_core.evaluation.evaluate import rig_origins
     from selfocc_core.evaluation.occupancy_metrics import GeometryMetrics
+    from selfocc_core.evaluation.occupancy_scores import OccupancyScores, flat_scores
+    from selfocc_core.evaluation.regions import crop_to_box
 
     was_training = model.training
     model.eval()
-    depth_m, occ_m, sub_m, base_m = DepthMetrics(DepthEvalConfig(max_depth=cfg.train.eval_max_depth)), GeometryMetrics(), GeometryMetrics(), GeometryMetrics()
+    depth_cfg = DepthEvalConfig(max_depth=cfg.train.eval_max_depth)
+    depth_m, range_m = DepthMetrics(depth_cfg), DepthRangeMetrics(depth_cfg)
+    occ_m, sub_m, base_m = GeometryMetrics(), GeometryMetrics(), GeometryMetrics()
+    scores = OccupancyScores(semantic=False)
     stride = stride or cfg.train.eval_stride
     try:
         n = min(max_samples, len(dataset))
         # evenly spread over the dataset (several streets / sequences), deterministic
         for i in sorted({int(round(x)) for x in np.linspace(0, len(dataset) - 1, n)}):
-            s = collate_samples([dataset[i]]).to(device)
+            raw = dataset[i]
+            s = collate_samples([raw]).to(device)
             gt, inp = s.gt, s.without_gt()
             if gt is None:
                 continue
@@ -185,6 +206,7 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
                 pred = render.depth.float().reshape(-1, fr.num_cameras, h, w)
                 gtd = gt_depth_at_rays(gt.depth.float(), rays.camera_index, rays.pixels).reshape_as(pred)
                 depth_m.update(pred, gtd)
+                range_m.update(pred, gtd, (rays.far * rays.z_per_unit).float().reshape_as(pred))
             if gt.occ_semantics is not None and gt.grid is not None:
                 centres = gt.grid.centers(device=device).unsqueeze(0)  # [1, X, Y, Z, 3]
                 gt_occ = (gt.occ_semantics[0] != FREE_LABEL).cpu()
@@ -197,16 +219,34 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
                 occ_m.update(sdf_occupancy(field_, gt.grid, device), gt_occ, mask)
                 sub_m.update(sdf_occupancy(field_, gt.grid, device, subvoxel=True), gt_occ, mask)
                 base_m.update(ground_plane_occupancy(gt.grid, cfg.model.ground_height), gt_occ, mask)
+                crop = crop_to_box(gt.grid, cfg.model.scene)
+                if crop is not None:  # the same voxels as above, on the sub-grid of the box (for RayIoU)
+                    sub, sl = crop
+                    pred_lab = torch.where(sdf_occupancy(field_, sub, device), 0, FREE_LABEL).to(torch.uint8)
+                    cam = None if gt.occ_mask_camera is None else gt.occ_mask_camera[0].bool().cpu()[sl]
+                    scores.update({"model": pred_lab}, gt.occ_semantics[0].cpu()[sl], sub, cfg.model.ground_height,
+                                  mask=cam, origins=rig_origins(raw))
     finally:
         model.train(was_training)
     out = {}
     if depth_m.num_images:
         out.update({f"depth/{k}": v for k, v in depth_m.compute().items() if k != "num_images"})
+        r = range_m.compute()
+        for b, v in r["by_range"].items():
+            out.update({f"depth/abs_rel_{b}": v["abs_rel"], f"depth/rmse_{b}": v["rmse"]})
+        out.update({f"depth/{k}": r[k] for k in ("share_beyond_cap", "share_outside_box", "share_beyond_reach")
+                    if k in r})
     if occ_m.num_samples:
         o, sv, b = occ_m.compute(), sub_m.compute(), base_m.compute()
         out.update({"occ/iou": o["iou"], "occ/precision": o["precision"], "occ/recall": o["recall"],
                     "occ/iou_subvoxel": sv["iou"], "occ/precision_subvoxel": sv["precision"],
                     "occ/recall_subvoxel": sv["recall"], "occ/ground_plane_iou": b["iou"]})
+    if scores.num_samples:
+        sc = scores.compute()
+        new = flat_scores(sc, "model", "occ/")
+        out.update({k: v for k, v in new.items() if k not in out})  # occ/iou etc. as computed above
+        for ref in ("flat_ground", "perfect_ground"):
+            out.update(flat_scores(sc, ref, f"{ref}/"))
     return out
 
 
