@@ -94,7 +94,7 @@ def gt_sdf_volume(gt, field_grid) -> Tensor:
 def oracle_depth_loss(field: DirectField, sample, T_world_field: Tensor, cfg: ExperimentConfig) -> Tensor:
     """The GT-depth oracle (training/depth_supervised_bound.py, 'proposals') on the rays of the
     sample's input frame, cast through the one field: separates renderer from photometry."""
-    from selfocc_core.losses.regularizers import eikonal_loss
+    from selfocc_core.losses.regularizers import eikonal_loss, free_space_loss
     from selfocc_core.rendering.ray_sampler import generate_rays
     from selfocc_core.training.anchor import rig_in_input_frame
     from selfocc_core.training.trainer import gt_depth_at_rays
@@ -113,7 +113,10 @@ def oracle_depth_loss(field: DirectField, sample, T_world_field: Tensor, cfg: Ex
     loss = per_ray[inside].mean() + 0.5 * render.accumulation[beyond].mean()
     g = render.gradients.reshape(-1, 3)
     idx = torch.randint(0, g.shape[0], (min(cfg.loss.eikonal_points, g.shape[0]),))
-    return loss + cfg.loss.eikonal_weight * eikonal_loss(g[idx])
+    loss = loss + cfg.loss.eikonal_weight * eikonal_loss(g[idx])
+    if cfg.loss.free_space_weight > 0:
+        loss = loss + cfg.loss.free_space_weight * free_space_loss(render.sdf, render.weights, cfg.loss.free_space_margin)
+    return loss
 
 
 def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float, ref: int | None = None,
@@ -174,7 +177,7 @@ def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float,
     out["wall_seconds"] = round(time.time() - t0, 1)
     out["samples_skipped_no_baseline"] = skipped
     out["optimised"] = evaluate(field, ref_set, cfg, dev, 1)
-    out["final_inv_s"] = float(field.inv_s())
+    out["final_inv_s"] = float(field.inv_s().detach())
     out["curve"] = curve
     out["field"] = field
     return out

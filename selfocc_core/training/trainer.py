@@ -12,6 +12,7 @@ One optimiser step:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -161,7 +162,8 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
     (vs GT inside the model's scene box) over ``max_samples`` samples spread evenly over the dataset.
 
     Keys (log.jsonl / TensorBoard):
-    - ``depth/<metric>``: capped at ``train.eval_max_depth``; ``depth/abs_rel_<bin>``,
+    - ``depth/<metric>``: capped at ``train.eval_max_depth``; ``constant_depth/abs_rel|a1``: the
+      baseline of a constant depth at each image's GT median, on the same pixels; ``depth/abs_rel_<bin>``,
       ``depth/rmse_<bin>`` per GT range bin (uncapped, 80 m) and ``depth/share_beyond_cap``,
       ``depth/share_outside_box``, ``depth/share_beyond_reach`` (evaluation/depth_ranges.py);
     - ``occ/iou, precision, recall`` (camera mask, the project's occupancy rule), the same with
@@ -184,6 +186,8 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
     model.eval()
     depth_cfg = DepthEvalConfig(max_depth=cfg.train.eval_max_depth)
     depth_m, range_m = DepthMetrics(depth_cfg), DepthRangeMetrics(depth_cfg)
+    # constant depth at each image's GT median (scored on the same pixels): the depth baseline
+    const_m = DepthMetrics(dataclasses.replace(depth_cfg, median_scaling=True))
     occ_m, sub_m, base_m = GeometryMetrics(), GeometryMetrics(), GeometryMetrics()
     scores = OccupancyScores(semantic=False)
     stride = stride or cfg.train.eval_stride
@@ -206,6 +210,7 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
                 pred = render.depth.float().reshape(-1, fr.num_cameras, h, w)
                 gtd = gt_depth_at_rays(gt.depth.float(), rays.camera_index, rays.pixels).reshape_as(pred)
                 depth_m.update(pred, gtd)
+                const_m.update(torch.ones_like(pred), gtd)
                 range_m.update(pred, gtd, (rays.far * rays.z_per_unit).float().reshape_as(pred))
             if gt.occ_semantics is not None and gt.grid is not None:
                 centres = gt.grid.centers(device=device).unsqueeze(0)  # [1, X, Y, Z, 3]
@@ -231,6 +236,8 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
     out = {}
     if depth_m.num_images:
         out.update({f"depth/{k}": v for k, v in depth_m.compute().items() if k != "num_images"})
+        c = const_m.compute()
+        out.update({"constant_depth/abs_rel": c["abs_rel"], "constant_depth/a1": c["a1"]})
         r = range_m.compute()
         for b, v in r["by_range"].items():
             out.update({f"depth/abs_rel_{b}": v["abs_rel"], f"depth/rmse_{b}": v["rmse"]})
