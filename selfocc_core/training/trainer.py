@@ -12,7 +12,6 @@ One optimiser step:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -155,6 +154,19 @@ def sdf_occupancy(field_, grid, device=None, subvoxel: bool = False) -> Tensor:
     return (field_.sdf(pts.unsqueeze(0))[0] <= 0).any(-1).cpu()
 
 
+def _constant_depth_baseline(gt_maps: list[Tensor], depth_cfg) -> dict:
+    """Depth metrics of predicting one constant, the median of every scored GT pixel, everywhere."""
+    from selfocc_core.evaluation.depth_metrics import DepthMetrics
+
+    g = torch.cat([m.reshape(-1) for m in gt_maps]).double()
+    g = g[(g > depth_cfg.min_depth) & (g < depth_cfg.max_depth)]
+    value = float(g.median()) if g.numel() else float("nan")
+    m = DepthMetrics(depth_cfg)
+    for gt in gt_maps:
+        m.update(torch.full_like(gt, value), gt)
+    return {**m.compute(), "value": value}
+
+
 @torch.no_grad()
 def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, device: torch.device,
              max_samples: int, stride: Optional[int] = None) -> dict:
@@ -163,7 +175,8 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
 
     Keys (log.jsonl / TensorBoard):
     - ``depth/<metric>``: capped at ``train.eval_max_depth``; ``constant_depth/abs_rel|a1``: the
-      baseline of a constant depth at each image's GT median, on the same pixels; ``depth/abs_rel_<bin>``,
+      baseline of one constant depth (``constant_depth/value``: the median of all scored GT
+      pixels) for every pixel, scored on the same pixels; ``depth/abs_rel_<bin>``,
       ``depth/rmse_<bin>`` per GT range bin (uncapped, 80 m) and ``depth/share_beyond_cap``,
       ``depth/share_outside_box``, ``depth/share_beyond_reach`` (evaluation/depth_ranges.py);
     - ``occ/iou, precision, recall`` (camera mask, the project's occupancy rule), the same with
@@ -186,8 +199,7 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
     model.eval()
     depth_cfg = DepthEvalConfig(max_depth=cfg.train.eval_max_depth)
     depth_m, range_m = DepthMetrics(depth_cfg), DepthRangeMetrics(depth_cfg)
-    # constant depth at each image's GT median (scored on the same pixels): the depth baseline
-    const_m = DepthMetrics(dataclasses.replace(depth_cfg, median_scaling=True))
+    gt_maps = []  # for the constant-depth baseline (one depth for every pixel: the median GT)
     occ_m, sub_m, base_m = GeometryMetrics(), GeometryMetrics(), GeometryMetrics()
     scores = OccupancyScores(semantic=False)
     stride = stride or cfg.train.eval_stride
@@ -210,7 +222,7 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
                 pred = render.depth.float().reshape(-1, fr.num_cameras, h, w)
                 gtd = gt_depth_at_rays(gt.depth.float(), rays.camera_index, rays.pixels).reshape_as(pred)
                 depth_m.update(pred, gtd)
-                const_m.update(torch.ones_like(pred), gtd)
+                gt_maps.append(gtd.cpu())
                 range_m.update(pred, gtd, (rays.far * rays.z_per_unit).float().reshape_as(pred))
             if gt.occ_semantics is not None and gt.grid is not None:
                 centres = gt.grid.centers(device=device).unsqueeze(0)  # [1, X, Y, Z, 3]
@@ -236,8 +248,9 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
     out = {}
     if depth_m.num_images:
         out.update({f"depth/{k}": v for k, v in depth_m.compute().items() if k != "num_images"})
-        c = const_m.compute()
-        out.update({"constant_depth/abs_rel": c["abs_rel"], "constant_depth/a1": c["a1"]})
+        c = _constant_depth_baseline(gt_maps, depth_cfg)
+        out.update({"constant_depth/abs_rel": c["abs_rel"], "constant_depth/a1": c["a1"],
+                    "constant_depth/value": c["value"]})
         r = range_m.compute()
         for b, v in r["by_range"].items():
             out.update({f"depth/abs_rel_{b}": v["abs_rel"], f"depth/rmse_{b}": v["rmse"]})
