@@ -84,6 +84,10 @@ def test_first_hits_straight_down_and_bad_input():
         first_hits(lab[0], grid, torch.tensor([[1.0, 1.0, 1.0]]), torch.tensor([[1.0, 0.0, 0.0]]))
     o = usable_origins(torch.tensor([[1.5, 1.5, 1.0], [0.5, 1.5, 1.0], [1.5, 1.5, 9.0]]), grid, margin=1.0)
     assert o.tolist() == [[1.5, 1.5, 1.0]]  # 0.5 m from the x border, and above the grid: dropped
+    # the current frame's origin (first) is kept anywhere inside the grid, e.g. a grid starting at the sensor
+    o = usable_origins(torch.tensor([[0.25, 1.5, 1.0], [0.5, 1.5, 1.0], [-0.5, 1.5, 1.0]]), grid, margin=1.0)
+    assert o.tolist() == [[0.25, 1.5, 1.0]]
+    assert usable_origins(torch.tensor([[-0.5, 1.5, 1.0]]), grid).shape == (0, 3)
 
 
 def _ray_case():
