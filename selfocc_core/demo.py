@@ -103,7 +103,7 @@ def train_or_reuse(cfg, data: str, out: Path, device: str, retrain: bool, progre
     t_train = time.time() - t1
     # the cache keeps weights + config only (no optimiser state) and the training log
     save_checkpoint(model_path, model=trainer.model, config=cfg, step=result.step,
-                    extra={"demo_data": data, "last_loss": result.last_loss}, with_rng=False)
+                    extra={"demo_data": data, "last_loss": result.last_loss}, with_rng=False, rig=trainer.rig)
     if (run_dir / "log.jsonl").is_file():
         shutil.copyfile(run_dir / "log.jsonl", cache / "train_log.jsonl")
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -254,12 +254,20 @@ class LatestWorker:
         with self._cond:
             return not self._has_item and not self._busy
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop after the current item (a queued one is dropped); True when the thread has ended
+        within ``timeout`` s (False: ``process`` is still running, e.g. a long inference)."""
         with self._cond:
             self._stop = True
+            self._item, self._has_item = None, False
             self._cond.notify()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop
 
     def _run(self) -> None:
         while True:
@@ -479,3 +487,49 @@ def default_device(requested: str) -> str:
     if requested in ("", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
+
+
+# ----------------------------------------------------------------------------- training rig vs TF
+
+
+def _fmt_T(T: np.ndarray) -> str:
+    from selfocc_core.geometry.transforms import matrix_to_quaternion
+
+    t = T[:3, 3]
+    q = matrix_to_quaternion(T[:3, :3])
+    return f"t=({t[0]:.3f}, {t[1]:.3f}, {t[2]:.3f}) m q_wxyz=({q[0]:.3f}, {q[1]:.3f}, {q[2]:.3f}, {q[3]:.3f})"
+
+
+def compare_rig(T_tf: np.ndarray, rig: dict, camera_names: Sequence[str], base_frame: str, camera_frames: Sequence[str],
+                tol_translation: float, tol_rotation_deg: float) -> list[str]:
+    """Cameras whose TF extrinsics differ from the checkpoint's training rig beyond the tolerances.
+
+    ``T_tf[i]`` is ``T_base_cam`` from TF (``base_frame`` <- ``camera_frames[i]``), ``rig`` the
+    stored training rig (``T_ego_cam`` in the training ego frame). Returns one message per camera
+    that differs, naming both transforms, the difference and what it means for the ego frame:
+
+        >>> rig = {"camera_names": ["A"], "T_ego_cam": np.eye(4)[None], "ground_z": 0.0}
+        >>> T = np.eye(4); T[2, 3] = 1.65
+        >>> compare_rig(T[None], rig, ["A"], "base_link", ["a_optical"], 0.05, 2.0)[0][:60]
+        'A: TF base_link <- a_optical is t=(0.000, 0.000, 1.650) m q_'
+    """
+    T_tf = np.asarray(T_tf, dtype=np.float64)
+    T_rig = np.asarray(rig["T_ego_cam"], dtype=np.float64)
+    names = list(rig["camera_names"])
+    out = []
+    for i, cam in enumerate(camera_names):
+        if cam not in names:
+            continue
+        R = T_rig[names.index(cam)]
+        dt = float(np.linalg.norm(T_tf[i, :3, 3] - R[:3, 3]))
+        cos = (np.trace(T_tf[i, :3, :3].T @ R[:3, :3]) - 1.0) / 2.0
+        dr = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+        if dt > tol_translation or dr > tol_rotation_deg:
+            dz = T_tf[i, 2, 3] - R[2, 3]
+            out.append(
+                f"{cam}: TF {base_frame} <- {camera_frames[i]} is {_fmt_T(T_tf[i])}, but the checkpoint was trained "
+                f"with T_ego_cam {_fmt_T(R)} (differs by {dt:.3f} m, {dr:.1f} deg; tolerance {tol_translation} m, "
+                f"{tol_rotation_deg} deg): base_frame '{base_frame}' is not the training ego frame"
+                + (f" (the training ground z={rig['ground_z']:.2f} m would be at z={rig['ground_z'] + dz:.2f} m in "
+                   f"{base_frame})" if abs(dz) > tol_translation else ""))
+    return out

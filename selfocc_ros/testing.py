@@ -131,7 +131,8 @@ class FixturePublisher:
         self.cameras = list(cameras)
         self.data = synthetic_frames(self.cameras, num_frames, height, width, seed, cache_dir)
         self.output_size = output_size  # publish images resized to (H, W) (K scaled), e.g. 900x1600
-        self._resized: dict[int, object] = {}
+        self._resized: dict[int, tuple] = {}  # frame index -> (uint8 RGB, K) as published
+        self._msgs: dict[tuple[int, int], object] = {}  # (frame, camera) -> raw Image message
         self.encoding, self.compressed = encoding, compressed
         self.faults = dict(faults or {})
         self.start_ns = start_stamp_ns if start_stamp_ns is not None else node.get_clock().now().nanoseconds
@@ -158,20 +159,31 @@ class FixturePublisher:
         self.pub_tf_static.publish(msg)
 
     def frame(self, i: int):
-        """The published frame i (resized to output_size when set)."""
+        """The published frame i (resized to output_size when set; float images made on each call)."""
         if self.output_size is None:
             return self.data.frame(i)
+        from dataclasses import replace
+
+        rgb, K = self._published(i)
+        return replace(self.data.frame(i), images=torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0, K=K)
+
+    def _published(self, i: int):
+        """(``[N, H, W, 3] uint8`` RGB, K ``[N, 3, 3]``) of frame i as published, kept per frame
+        (uint8 only: 6 x 1600x900 is 26 MB a frame, its float images 104 MB)."""
         if i not in self._resized:
-            import torch.nn.functional as F
-            from dataclasses import replace
-
-            from selfocc_core.geometry.camera import scale_intrinsics
-
             f = self.data.frame(i)
-            H, W = self.output_size
-            h, w = f.image_size
-            imgs = F.interpolate(f.images, size=(H, W), mode="bilinear", align_corners=False).clamp(0, 1)
-            self._resized[i] = replace(f, images=imgs, K=scale_intrinsics(f.K, W / w, H / h))
+            K, imgs = f.K, f.images
+            if self.output_size is not None:
+                import torch.nn.functional as F
+
+                from selfocc_core.geometry.camera import scale_intrinsics
+
+                H, W = self.output_size
+                h, w = f.image_size
+                imgs = F.interpolate(imgs, size=(H, W), mode="bilinear", align_corners=False).clamp(0, 1)
+                K = scale_intrinsics(K, W / w, H / h)
+            rgb = (imgs.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+            self._resized[i] = (rgb, K)
         return self._resized[i]
 
     def publish_frame(self, i: int) -> int:
@@ -180,12 +192,12 @@ class FixturePublisher:
 
         fault = self.faults.get(i, "")
         stamp = self.stamp_ns(i)
-        frame = self.frame(i)
+        rgb, K = self._published(i)
         now = time.monotonic()
         for due, m in [x for x in self._late_tf if x[0] <= now]:
             self.pub_tf.publish(m)
         self._late_tf = [x for x in self._late_tf if x[0] > now]
-        T_world_ego = frame.T_world_ego.double().numpy()
+        T_world_ego = self.data.frame(i).T_world_ego.double().numpy()
         tf = conv.matrix_to_transform_stamped(T_world_ego, "odom", "base_link", stamp)
         if fault == "tf_nan":
             tf.transform.translation.x = float("nan")
@@ -193,13 +205,12 @@ class FixturePublisher:
             self._late_tf.append((now + 0.5, self._TFMessage(transforms=[tf])))
         elif fault != "tf_missing":
             self.pub_tf.publish(self._TFMessage(transforms=[tf]))
-        rgb = (frame.images.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
         H, W = rgb.shape[1:3]
         for k, cam in enumerate(self.cameras):
             if self.silent_from is not None and i >= self.silent_from and k == len(self.cameras) - 1:
                 continue
             header = Header(stamp=conv.ns_to_stamp(stamp), frame_id=optical_frame(cam))
-            self.pub_info[cam].publish(conv.make_camera_info(frame.K[k].double().numpy(), H, W, header))
+            self.pub_info[cam].publish(conv.make_camera_info(K[k].double().numpy(), H, W, header))
             img = rgb[k]
             if k == 0 and fault == "size":
                 img = img[:, :-2]
@@ -207,11 +218,19 @@ class FixturePublisher:
                 msg = conv.rgb_to_compressed(img, self.compressed, header)
                 if k == 0 and fault == "corrupt":
                     msg.data = bytes(msg.data)[: len(msg.data) // 3]
-            else:
-                arr = img[..., ::-1] if self.encoding == "bgr8" else img
-                msg = conv.numpy_to_image(arr, self.encoding if self.encoding in ("rgb8", "bgr8") else "rgb8", header)
-                if k == 0 and fault == "encoding":
+            elif k == 0 and fault in ("encoding", "size"):
+                msg = conv.numpy_to_image(img[..., ::-1] if self.encoding == "bgr8" else img,
+                                          self.encoding if self.encoding in ("rgb8", "bgr8") else "rgb8", header)
+                if fault == "encoding":
                     msg.encoding = "yuv422"
+            else:  # as a camera driver with its own buffers: the pixels are not copied again per publication
+                key = (i, k)
+                if key not in self._msgs:
+                    arr = img[..., ::-1] if self.encoding == "bgr8" else img
+                    self._msgs[key] = conv.numpy_to_image(
+                        arr, self.encoding if self.encoding in ("rgb8", "bgr8") else "rgb8", header)
+                msg = self._msgs[key]
+                msg.header = header
             self.pub_img[cam].publish(msg)
         return stamp
 

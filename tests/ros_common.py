@@ -79,7 +79,7 @@ def spin_until(executor, predicate, timeout: float, step: float = 0.05) -> bool:
     return predicate()
 
 
-MARKER_DEFAULTS = {"max_range": 30.0, "max_count": 10000, "surface_only": True}  # the node's parameter defaults
+MARKER_DEFAULTS = {"max_range": 30.0, "max_count": 5000, "surface_only": True}  # the node's parameter defaults
 
 
 def check_outputs_match(collector, stamp: int, pred, cameras, base_frame="base_link", depth_atol=1e-3,

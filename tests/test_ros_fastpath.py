@@ -115,3 +115,56 @@ def test_predictor_depth_size():
     assert (small.depth - down).abs().median() < 0.05 * down.median()
     with pytest.raises(ValueError, match="depth_size"):
         p.predict(frame, depth_size=(0, 3))
+
+
+def test_points_and_float_fields_equal_the_checked_constructors():
+    from geometry_msgs.msg import Point
+
+    xyz = np.array([[0.5, -1.25, 3.0], [1e-3, 2.0, -7.5]], np.float32)
+    pts = conv.make_points(xyz)
+    assert [(p.x, p.y, p.z) for p in pts] == [(float(a), float(b), float(c)) for a, b, c in xyz]
+    assert pts[0] == Point(x=0.5, y=-1.25, z=3.0)  # the generated __eq__ compares every field
+    f = conv.float32_field(np.array([[0.25, 1.5]], np.float64))
+    assert f.typecode == "f" and f.tolist() == [0.25, 1.5]
+
+
+@pytest.mark.slow
+def test_cudagraph_bf16_path_matches_eager_on_cpu(tmp_path):
+    """optimize="cudagraph" is torch.compile(mode="reduce-overhead"); on a CPU the same code path
+    runs without graphs (CUDA graphs themselves need a GPU: unmeasured here)."""
+    from selfocc_core.inference.predictor import OccupancyPredictor
+    from selfocc_core.model import SelfOccModel
+    from test_predictor_core import _config, make_frame
+
+    torch.manual_seed(1)
+    cfg = _config()
+    m = SelfOccModel(cfg.model)
+    with torch.no_grad():
+        m.decoder.head.weight[0].mul_(300.0)  # a non-trivial field (as test_predictor_core's bumpy model)
+    eager = OccupancyPredictor(m, cfg)
+    fast = OccupancyPredictor(m, cfg, optimize="cudagraph", dtype=torch.bfloat16)
+    frame = make_frame(seed=5)
+    a, b = eager.predict(frame), fast.predict(frame)
+    b2 = fast.predict(frame)  # a replay: outputs of the first call are not overwritten
+    assert (a.occupied == b.occupied).float().mean() >= 0.97
+    assert (a.depth - b.depth).abs().median() < 0.5
+    assert torch.equal(b.occupied, b2.occupied)
+
+
+@pytest.mark.parametrize("n_classes,seed", [(1, 0), (3, 1), (5, 2)])
+def test_serialized_markers_deserialize_to_the_built_message(n_classes, seed):
+    from rclpy.serialization import deserialize_message, serialize_message
+    from visualization_msgs.msg import MarkerArray
+    from builtin_interfaces.msg import Time
+
+    rng = np.random.default_rng(seed)
+    for n in (1, 2, 7, 300):  # odd and even counts: the padding before the doubles varies
+        xyz = rng.normal(size=(n, 3)).astype(np.float32)
+        labels = rng.integers(0, n_classes, n).astype(np.uint8) * 3
+        header = Header(frame_id="base_link" + "x" * seed, stamp=Time(sec=5, nanosec=7))
+        msg = conv.make_occupancy_markers(xyz, labels, 0.4, header, alpha=0.5)
+        raw = conv.serialize_occupancy_markers(xyz, labels, 0.4, header, alpha=0.5)
+        assert len(raw) == len(serialize_message(msg))  # (padding bytes are not initialised by rclpy)
+        back = deserialize_message(raw, MarkerArray)
+        assert back == deserialize_message(serialize_message(msg), MarkerArray)  # (colours are float32 on the wire)
+        assert sum(len(m.points) for m in back.markers) == n

@@ -141,10 +141,16 @@ class OccupancyScores:
         o = usable_origins(torch.as_tensor(np.asarray(origins, dtype=np.float64)), grid, self.ray_cfg.origin_margin)
         if o.shape[0] == 0:
             return
-        names = list(all_preds)
-        stack = torch.from_numpy(np.stack([gt.astype(np.int64)] + [all_preds[k].astype(np.int64) for k in names]))
-        lab, dep = first_hits(stack, grid, o, self._directions, free_label=FREE_LABEL)
-        for g, name in enumerate(names, start=1):
+        # one traversal for GT and every distinct prediction (a reference often equals another)
+        grids, row = [gt.astype(np.int64)], {}
+        for name, p in all_preds.items():
+            same = next((r for k, r in row.items() if np.array_equal(all_preds[k], p)), None)
+            if same is None:
+                grids.append(p.astype(np.int64))
+                same = len(grids) - 1
+            row[name] = same
+        lab, dep = first_hits(torch.from_numpy(np.stack(grids)), grid, o, self._directions, free_label=FREE_LABEL)
+        for name, g in row.items():
             acc = self._for(name)
             acc["ray"].add_hits(lab[g], dep[g], lab[0], dep[0])
             if acc["ray_sem"] is not None:

@@ -41,7 +41,7 @@ from selfocc_core.data.images import resize_image
 from selfocc_core.data.sample import Frame
 from selfocc_core.geometry.voxel_grid import OCCUPANCY_TOLERANCE, VoxelGridSpec, occupancy_from_sdf
 
-OPTIMIZE_MODES = ("trace", "compile")
+OPTIMIZE_MODES = ("trace", "compile", "cudagraph")
 
 
 @dataclass
@@ -104,8 +104,11 @@ class OccupancyPredictor:
             model: a SelfOccModel; config: its ExperimentConfig (model + data sections are used).
             dtype: torch.float32, or torch.bfloat16 to run the network under bf16 autocast.
             optimize: False (eager), True / "trace" (torch.jit.trace + freeze of the network, cheap
-                to build, fixed shapes: re-traced per input shape) or "compile" (torch.compile;
-                slow to build on CPU).
+                to build, fixed shapes: re-traced per input shape), "compile" (torch.compile;
+                slow to build on CPU) or "cudagraph" (torch.compile(mode="reduce-overhead"): on
+                CUDA the fixed-shape network is replayed as one CUDA graph, so a small model is
+                no longer bound by kernel launches; on CPU it is plain "compile"). With
+                dtype=torch.bfloat16 the network runs under bf16 autocast in every mode.
             depth_stride: pixels per rendered depth ray on the network input (default: the
                 model's ray_stride); num_depth_samples: NeuS samples per ray (default: model's).
             ray_chunk: rays rendered at once (bounds memory).
@@ -175,6 +178,11 @@ class OccupancyPredictor:
         return self.config.data.image_height, self.config.data.image_width
 
     @property
+    def training_rig(self) -> Optional[dict]:
+        """The checkpoint's training rig (training.checkpoint.training_rig), None when not stored."""
+        return getattr(self.model, "training_rig", None)
+
+    @property
     def camera_names(self) -> list[str]:
         """Cameras the checkpoint was trained on, in order ([] = any)."""
         return list(self.config.data.cameras)
@@ -191,7 +199,7 @@ class OccupancyPredictor:
             raise ValueError(f"frame has {frame.num_cameras} camera(s) {list(frame.camera_names)}, but the checkpoint "
                              f"was trained on {len(expected)}: {expected}")
         H, W = frame.image_size
-        K = frame.K.reshape(-1, 3, 3)
+        K = frame.K.reshape(-1, 3, 3).detach().cpu()  # one copy, not a device sync per float() below
         for i, k in enumerate(K):
             name = frame.camera_names[i % frame.num_cameras]
             fx, fy, cx, cy = (float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))
@@ -243,6 +251,8 @@ class OccupancyPredictor:
                     if self.dtype == torch.float32:  # freeze folds conv+BN and constants (fp32 only)
                         traced = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
                 self._optimized[key] = traced
+            elif self.optimize == "cudagraph":
+                self._optimized[key] = torch.compile(wrapper, mode="reduce-overhead", dynamic=False)
             else:
                 self._optimized[key] = torch.compile(wrapper, dynamic=False)
         return self._optimized[key]
@@ -257,7 +267,12 @@ class OccupancyPredictor:
             if self.optimize is None:
                 field_ = self.model(net_in)
             else:
-                out = self._optimized_net(net_in)(net_in.images, net_in.K, net_in.T_ego_cam)
+                net = self._optimized_net(net_in)
+                if self.optimize == "cudagraph":
+                    torch.compiler.cudagraph_mark_step_begin()  # a new inference step: earlier outputs are released
+                out = net(net_in.images, net_in.K, net_in.T_ego_cam)
+                if self.optimize == "cudagraph":  # graph outputs live in buffers the next replay overwrites
+                    out = tuple(o.clone() for o in out)
                 field_ = SceneField(self.grid, out[0].float(), out[1], out[2] if len(out) > 2 else None)
         return field_, net_in
 

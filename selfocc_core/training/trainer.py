@@ -40,7 +40,9 @@ from selfocc_core.model.selfocc import SelfOccModel
 from selfocc_core.rendering.ray_sampler import generate_rays, ray_grid_shape
 from selfocc_core.training import distributed as D
 from selfocc_core.training.anchor import anchor_views, choose_anchor_offset, frames_by_offset, usable_anchor_offset
-from selfocc_core.training.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint, unwrap
+from selfocc_core.training.checkpoint import (
+    load_checkpoint, restore_rng_state, rig_from_checkpoint, save_checkpoint, training_rig, unwrap,
+)
 from selfocc_core.training.config import ExperimentConfig
 from selfocc_core.training.schedule import build_optimizer, build_scheduler
 
@@ -325,6 +327,7 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig, train_set: Dataset, out_dir: str | Path, env: D.DistEnv,
                  eval_set: Optional[Dataset] = None, resume: bool = False, progress: bool = True):
         self.cfg, self.env, self.out = cfg, env, Path(out_dir)
+        self.rig: Optional[dict] = None  # training rig (checkpoint.training_rig), from the first batch
         self.train_set = _CachedDataset(train_set) if cfg.train.num_workers == 0 else train_set
         self.eval_set = eval_set
         self.progress = progress and env.is_main
@@ -380,6 +383,7 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.env.device, expected_config=self.cfg)
+        self.rig = rig_from_checkpoint(state)
         self.model.load_state_dict(state["model"])
         if state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -425,6 +429,8 @@ class Trainer:
     def train_step(self, batch: Sample) -> Optional[dict]:
         """One optimiser step on a collated batch. Returns the logged scalars, or None when the
         batch has no context pair with a camera baseline (nothing trained, step not counted)."""
+        if self.rig is None:  # stored in every checkpoint: the node checks its TF against it
+            self.rig = training_rig(batch.frame.camera_names, batch.frame.T_ego_cam, self.cfg.model.ground_height)
         sample = batch.without_gt().to(self.env.device, non_blocking=True)
         offset = self.choose_anchor(sample)
         if offset is None:
@@ -507,7 +513,7 @@ class Trainer:
             return None
         extra = {"skipped_steps": self.skipped}
         save_checkpoint(self.last_ckpt, model=self.model, config=self.cfg, step=self.step,
-                        optimizer=self.optimizer, scheduler=self.scheduler, extra=extra)
+                        optimizer=self.optimizer, scheduler=self.scheduler, extra=extra, rig=self.rig)
         if periodic:
             dst = self.out / f"step_{self.step:07d}.pt"
             with atomic_path(dst) as tmp:
