@@ -16,6 +16,7 @@ Results are a JSON-ready dict (NaN -> None).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ import numpy as np
 import torch
 
 from selfocc_core.classes import FREE_LABEL
-from selfocc_core.evaluation.depth_metrics import DepthEvalConfig, DepthMetrics
+from selfocc_core.evaluation.depth_metrics import (
+    DepthEvalConfig, DepthMetrics, constant_median_depth, flat_ground_depth,
+)
 from selfocc_core.evaluation.occupancy_metrics import (
     OccupancyMetrics, PostProcessConfig, ground_plane_occupancy, post_process,
 )
@@ -97,6 +100,12 @@ def evaluate(predictor, samples: Iterable, cfg: EvalConfig = EvalConfig(), progr
     occ_m = OccupancyMetrics()
     base_m = OccupancyMetrics()
     depth_m = DepthMetrics(cfg.depth)
+    # The other scaling of the same depth (metric and median-scaled are both reported), and the
+    # two depth baselines on the same pixels: a constant at each image's GT median, the flat ground.
+    other_scaling = DepthEvalConfig(cfg.depth.min_depth, cfg.depth.max_depth, not cfg.depth.median_scaling)
+    depth_other_m = DepthMetrics(other_scaling)
+    const_m = DepthMetrics(dataclasses.replace(cfg.depth, median_scaling=False))
+    flat_m = DepthMetrics(cfg.depth)
     novel_m = DepthMetrics(cfg.depth)
     n_occ = n_depth = n = 0
     ms = []
@@ -134,6 +143,11 @@ def evaluate(predictor, samples: Iterable, cfg: EvalConfig = EvalConfig(), progr
             n_occ += 1
         if gt.depth is not None:
             depth_m.update(pred.depth, gt.depth)
+            depth_other_m.update(pred.depth, gt.depth)
+            const_m.update(constant_median_depth(gt.depth, cfg.depth), gt.depth)
+            if cfg.ground_height is not None:
+                flat = flat_ground_depth(frame.K, frame.T_ego_cam, frame.image_size, cfg.ground_height, predictor.grid)
+                flat_m.update(flat, gt.depth)
             n_depth += 1
         T_world_ego = frame.T_world_ego.double().cpu()
         ts = float(frame.timestamp)
@@ -164,12 +178,20 @@ def evaluate(predictor, samples: Iterable, cfg: EvalConfig = EvalConfig(), progr
         baseline = {k: b[k] for k in ("iou", "precision", "recall")}
         baseline["ground_height"] = cfg.ground_height
     depth = depth_m.compute() if n_depth else None
+    depth_other = depth_other_m.compute() if n_depth else None
+    depth_baselines = None
+    if n_depth:
+        depth_baselines = {"constant_median": const_m.compute()}
+        if cfg.ground_height is not None:
+            depth_baselines["flat_ground"] = {**flat_m.compute(), "ground_height": cfg.ground_height}
     novel = novel_m.compute() if novel_m.num_images else None
     return _json_ready({
         "num_samples": n,
         "occupancy": occ,
         "ground_plane_baseline": baseline,
         "depth": depth,
+        "depth_metric" if cfg.depth.median_scaling else "depth_median_scaled": depth_other,
+        "depth_baselines": depth_baselines,
         "novel_depth": novel,
         "depth_protocol": {"min_depth": cfg.depth.min_depth, "max_depth": cfg.depth.max_depth,
                            "median_scaling": cfg.depth.median_scaling},
@@ -190,8 +212,14 @@ def format_summary(results: dict) -> str:
     if base:
         lines.append(f"ground-plane-only baseline (z <= {base['ground_height']:g} m): IoU {100 * base['iou']:.2f}  "
                      f"precision {100 * base['precision']:.2f}  recall {100 * base['recall']:.2f}")
-    for key, name in (("depth", "depth"), ("novel_depth", "novel depth")):
-        d = results.get(key)
+    scaling = "median-scaled" if (results.get("depth_protocol") or {}).get("median_scaling") else "metric"
+    other = "metric" if scaling == "median-scaled" else "median-scaled"
+    base = results.get("depth_baselines") or {}
+    for key, name in (("depth", f"depth ({scaling})"), ("depth_median_scaled", f"depth ({other})"),
+                      ("depth_metric", f"depth ({other})"),
+                      ("constant_median", "  baseline: constant depth at the GT median"),
+                      ("flat_ground", "  baseline: flat ground"), ("novel_depth", "novel depth")):
+        d = base.get(key) if key in ("constant_median", "flat_ground") else results.get(key)
         if d and d.get("abs_rel") is not None:
             lines.append(f"{name}: AbsRel {d['abs_rel']:.3f}  SqRel {d['sq_rel']:.3f}  RMSE {d['rmse']:.2f} m  "
                          f"RMSElog {d['rmse_log']:.3f}  d1 {d['a1']:.3f}  d2 {d['a2']:.3f}  d3 {d['a3']:.3f}")
