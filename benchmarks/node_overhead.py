@@ -1,28 +1,39 @@
 #!/usr/bin/env python3
-"""Occupancy-node overhead per frame vs model time, and end-to-end latency (JSON).
+"""Occupancy-node overhead per frame vs model time, latency at the camera rate, and a stress run (JSON).
 
-    python benchmarks/node_overhead.py                              # tiny_synth (random weights), 3 x 900x1600
-    python benchmarks/node_overhead.py --checkpoint runs/tiny/last.pt --frames 20 --out node_overhead.json
-    python benchmarks/node_overhead.py --standin --height 900 --width 1600    # node plumbing only
+    python benchmarks/node_overhead.py --out benchmarks/node_overhead_cpu.json    # tiny_synth, 6 x 1600x900 rgb8
+    python benchmarks/node_overhead.py --checkpoint runs/tiny/last.pt --stress-frames 0
+    python benchmarks/node_overhead.py --standin                                 # node plumbing only
 
-One process, real DDS: a fixture publisher plays synthetic frames (rendered small, resized to
---height x --width with scaled intrinsics) with stamp = wall clock at publication; the occupancy
-node (MultiThreadedExecutor) and a collector run beside it. Reported per published set:
-- node overhead: decode (Image -> RGB for all cameras), tf (lookups + Frame assembly), publish
-  (cloud + markers + grid + depth images), and the sync cost of the approximate-time policy;
-- model: OccupancyPredictor.predict;
-- latency: image stamp -> point cloud received by the collector (wall clock); it includes the
-  publisher's own image conversion + publish (reported as fixture_convert_and_publish_ms) and
-  the DDS transfer, as a camera driver's would.
-Frames are published every --period seconds (default: slower than the model, so nothing is
-dropped and the latency is not queueing). Everything shares one process on the machine's cores.
+Two processes over real DDS (Fast DDS, the large-image profile of config/), as on a robot:
+- this process runs only the occupancy node (MultiThreadedExecutor; inference and publishing
+  on the node's own threads) and reads its per-stage timings;
+- a "robot" process runs the fixture publisher (synthetic frames rendered small, resized to
+  --height x --width with scaled intrinsics, stamp = wall clock when its publication starts;
+  odom->base_link on /tf per frame) and a collector subscribed to every output (so the node
+  builds and sends all of them), and reports its own publish cost per frame.
+
+Phases (one node, one process pair):
+1. overhead: frames paced slower than the model, so nothing queues; per stage: decode (Image ->
+   uint8 views), tf (lookups), resize (uint8 downscale to the network input, normalise), the
+   publish stages (cloud, markers, grid, depth: build + send, on the publish thread), and model
+   = OccupancyPredictor.predict. overhead = all stages but the model; the ratio overhead / model.
+2. latency: --rate Hz (12 = nuScenes cameras) with drop-old semantics; image stamp -> occupancy
+   published (node's clock, the same wall clock), p50 / p95, and the same minus the fixture's own
+   publication time of that frame (a camera driver's cost, not the node's); the queue wait
+   (a set waiting for the running inference) is reported on its own.
+3. stress: --stress-frames at --rate: sets dropped, latency p95, the node process's RSS sampled
+   every 50 frames (flat after warm-up = no growth).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import multiprocessing as mp
 import os
+import platform
 import sys
 import tempfile
 import threading
@@ -32,14 +43,36 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+NUSCENES = ["CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT"]
+CACHE = str(REPO / ".selfocc_cache" / "bench")
 
 
-def _stats(xs) -> dict:
-    a = np.asarray(list(xs), dtype=np.float64) * 1e3
+def _stats(xs, scale: float = 1e3) -> dict:
+    a = np.asarray(list(xs), dtype=np.float64) * scale
     if a.size == 0:
         return {"n": 0}
-    return {"n": int(a.size), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
-            "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+    return {"n": int(a.size), "mean": round(float(a.mean()), 3), "p50": round(float(np.percentile(a, 50)), 3),
+            "p95": round(float(np.percentile(a, 95)), 3), "max": round(float(a.max()), 3)}
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
 
 
 def sync_cost(num_cameras: int, sets: int = 2000) -> float:
@@ -56,114 +89,263 @@ def sync_cost(num_cameras: int, sets: int = 2000) -> float:
     return (time.perf_counter() - t0) / sets
 
 
+def receive_cost(num_cameras: int, height: int, width: int, reps: int = 5) -> float:
+    """Seconds per camera set that rclpy spends turning received rgb8 images into Python messages
+    (deserialize_message, as the executor does before the node's callback sees them)."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import Image
+
+    from selfocc_ros import conversions as conv
+
+    raw = serialize_message(conv.numpy_to_image(np.zeros((height, width, 3), np.uint8), "rgb8"))
+    deserialize_message(raw, Image)
+    t0 = time.perf_counter()
+    for _ in range(reps * num_cameras):
+        deserialize_message(raw, Image)
+    return (time.perf_counter() - t0) / reps
+
+
+# ----------------------------------------------------------------------------- robot process
+
+
+def robot_process(conn, cameras, height, width, distinct, domain_id):
+    """Fixture publisher + output collector in their own process; driven by ("play", n, period) messages."""
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    from selfocc_ros import msg_build
+    from selfocc_ros.testing import FixturePublisher, OutputCollector
+
+    msg_build.activate_in_process()
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    pub_node = rclpy.create_node("bench_fixture", context=ctx)
+    fixture = FixturePublisher(pub_node, cameras, num_frames=distinct, height=64, width=112, cache_dir=CACHE,
+                               output_size=(height, width))
+    for i in range(distinct):
+        fixture._published(i)  # render + resize once, before any timing
+    sub_node = rclpy.create_node("bench_collector", context=ctx)
+    out = OutputCollector(sub_node, "/selfocc_occupancy", cameras)
+    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
+    ex.add_node(pub_node)
+    ex.add_node(sub_node)
+    threading.Thread(target=ex.spin, daemon=True).start()
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not all(p.get_subscription_count() for p in fixture.pub_img.values()):
+        time.sleep(0.05)
+    conn.send("ready")
+    k = 0
+    while True:
+        cmd = conn.recv()
+        if cmd[0] == "stop":
+            break
+        _, n, period = cmd
+        stamps, pub_s = [], []
+        t_start = time.monotonic()
+        for j in range(n):
+            due = t_start + j * period
+            now = time.monotonic()
+            if now < due:
+                time.sleep(due - now)
+            i = k % distinct
+            t0 = time.monotonic()
+            fixture.start_ns = time.time_ns() - int(round(fixture.data.seq.time(i) * 1e9))  # stamp = now
+            stamps.append(fixture.publish_frame(i))
+            pub_s.append(time.monotonic() - t0)
+            k += 1
+        rate = (n - 1) / (time.monotonic() - t_start - pub_s[-1]) if n > 1 else 0.0
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end and stamps[-1] not in out.clouds:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        conn.send({"stamps": stamps, "publish_s": pub_s, "input_rate_hz": rate,
+                   "cloud_wall_ns": {s: out.receive_wall_ns[s] for s in stamps if s in out.receive_wall_ns}})
+    ex.shutdown(timeout_sec=2.0)
+    pub_node.destroy_node()
+    sub_node.destroy_node()
+    rclpy.shutdown(context=ctx)
+
+
+# ----------------------------------------------------------------------------- node process
+
+
+def make_checkpoint(config: str, cameras) -> str:
+    """A fresh checkpoint of ``config`` for ``cameras`` (seeded random weights: the cost does not
+    depend on what the weights learned)."""
+    import dataclasses
+
+    import torch
+
+    from selfocc_core.model.selfocc import SelfOccModel
+    from selfocc_core.training.checkpoint import save_checkpoint
+    from selfocc_core.training.config import load_experiment_config
+
+    cfg = load_experiment_config(config)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cameras=list(cameras)))
+    torch.manual_seed(0)
+    path = Path(tempfile.mkdtemp()) / f"{Path(config).stem}.pt"
+    return str(save_checkpoint(path, model=SelfOccModel(cfg.model), config=cfg, step=0, with_rng=False))
+
+
+def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: int) -> dict:
+    stage_names = sorted({k for t in tim for k in t["publish_stages_s"]})
+    per = {
+        "decode": _stats(t["decode_s"] for t in tim),
+        "tf": _stats(t["tf_s"] for t in tim),
+        "resize_normalise": _stats(t["resize_s"] for t in tim),
+        "assembly_total": _stats(t["assemble_s"] for t in tim),
+        **{f"publish_{k}": _stats(t["publish_stages_s"].get(k, 0.0) for t in tim) for k in stage_names},
+        "publish_total": _stats(t["publish_s"] for t in tim),
+        "node_overhead_total": _stats(t["assemble_s"] + t["publish_s"] for t in tim),
+        "model": _stats(t["model_s"] for t in tim),
+    }
+    ratio = [(t["assemble_s"] + t["publish_s"]) / t["model_s"] for t in tim]
+    pub_by_stamp = dict(zip(robot["stamps"], robot["publish_s"]))
+    lat = [t["latency_s"] for t in tim]
+    lat_net = [t["latency_s"] - pub_by_stamp.get(t["stamp_ns"], 0.0) for t in tim]
+    return {
+        "sets_sent": len(robot["stamps"]), "published": len(tim), "sets_dropped": dropped,
+        "results_dropped": results_dropped, "input_rate_hz": round(robot["input_rate_hz"], 2),
+        "per_frame_ms": per,
+        "overhead_over_model": {"p50": round(float(np.median(ratio)), 4) if ratio else None,
+                                "of_p50s": round(per["node_overhead_total"]["p50"] / per["model"]["p50"], 4)
+                                if tim else None},
+        "queue_wait_ms": _stats(t["wait_s"] for t in tim),
+        "publish_thread_wait_ms": _stats(t["publish_wait_s"] for t in tim),
+        "fixture_publish_ms": _stats(robot["publish_s"]),
+        "latency_stamp_to_published_ms": _stats(lat),
+        "latency_minus_fixture_publish_ms": _stats(lat_net),
+        "latency_stamp_to_cloud_received_ms": _stats(
+            (robot["cloud_wall_ns"][s] - s) / 1e9 for s in robot["stamps"] if s in robot["cloud_wall_ns"]),
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="", help="checkpoint (default: a fresh tiny_synth one, random weights)")
+    ap.add_argument("--config", default="tiny_synth", help="model config of the fresh checkpoint (default tiny_synth)")
+    ap.add_argument("--checkpoint", default="", help="use this checkpoint instead (its cameras must be --cameras)")
     ap.add_argument("--standin", action="store_true", help="StandInPredictor instead of a model (pure plumbing)")
-    ap.add_argument("--cameras", nargs="+", default=["CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT"])
+    ap.add_argument("--cameras", nargs="+", default=NUSCENES)
     ap.add_argument("--height", type=int, default=900)
     ap.add_argument("--width", type=int, default=1600)
-    ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--period", type=float, default=0.0, help="seconds between frames (0: 1.5 x model time)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--distinct", type=int, default=6, help="distinct synthetic frames, played in a loop")
+    ap.add_argument("--overhead-frames", type=int, default=30)
+    ap.add_argument("--latency-frames", type=int, default=120)
+    ap.add_argument("--stress-frames", type=int, default=1000, help="0: no stress phase")
+    ap.add_argument("--rate", type=float, default=12.0, help="camera rate of the latency and stress phases [Hz]")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the node")
     ap.add_argument("--out", default=None, help="write the JSON here (atomically)")
     args = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_images.xml"))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    domain = int(os.environ.get("ROS_DOMAIN_ID", 180 + os.getpid() % 40))
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     from selfocc_ros import msg_build
     from selfocc_ros.occupancy_node import OccupancyNode
-    from selfocc_ros.testing import FixturePublisher, OutputCollector, StandInPredictor
+    from selfocc_ros.testing import StandInPredictor
 
-    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_images.xml"))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     msg_build.activate_in_process()
+    predictor, ckpt = (StandInPredictor(), "") if args.standin else (None, args.checkpoint or make_checkpoint(
+        args.config, args.cameras))
 
-    predictor, ckpt = None, args.checkpoint
-    if args.standin:
-        predictor = StandInPredictor()
-    elif not ckpt:
-        from selfocc_core.model.selfocc import SelfOccModel
-        from selfocc_core.training.checkpoint import save_checkpoint
-        from selfocc_core.training.config import load_experiment_config
-
-        cfg = load_experiment_config("tiny_synth")
-        torch.manual_seed(0)
-        ckpt = str(save_checkpoint(Path(tempfile.mkdtemp()) / "tiny_synth.pt", model=SelfOccModel(cfg.model),
-                                   config=cfg, step=0, with_rng=False))
+    mpc = mp.get_context("spawn")
+    here, there = mpc.Pipe()
+    robot = mpc.Process(target=robot_process, args=(there, args.cameras, args.height, args.width, args.distinct, domain),
+                        daemon=True)
+    robot.start()
 
     ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=int(os.environ.get("ROS_DOMAIN_ID", 180 + os.getpid() % 40)))
+    rclpy.init(context=ctx, domain_id=domain)
     params = [Parameter("camera_names", value=args.cameras), Parameter("device", value="cpu"),
-              Parameter("checkpoint", value=ckpt or ""), Parameter("tf_timeout", value=0.2),
+              Parameter("checkpoint", value=ckpt), Parameter("tf_timeout", value=0.2),
               Parameter("camera_timeout", value=30.0)]
     node = OccupancyNode(predictor=predictor, context=ctx, parameter_overrides=params)
     node.configure()
+    node.timings = collections.deque(maxlen=100_000)
+    stamp_of = {}
+    node.on_result = lambda assembled, pred: stamp_of.setdefault(len(stamp_of), assembled.stamp_ns)
     node.activate()
-    pub_node = rclpy.create_node("bench_fixture", context=ctx)
-    fixture = FixturePublisher(pub_node, args.cameras, num_frames=args.frames, height=64, width=112,
-                               cache_dir=str(REPO / ".selfocc_cache" / "bench"),
-                               output_size=(args.height, args.width))
-    for i in range(args.frames):
-        fixture.frame(i)
-    sub_node = rclpy.create_node("bench_collector", context=ctx)
-    out = OutputCollector(sub_node, "/selfocc_occupancy", args.cameras)
-    ex = MultiThreadedExecutor(num_threads=3, context=ctx)
-    for n in (node, pub_node, sub_node):
-        ex.add_node(n)
+    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
+    ex.add_node(node)
     threading.Thread(target=ex.spin, daemon=True).start()
+    if not here.poll(300):
+        raise SystemExit("robot process did not come up")
+    assert here.recv() == "ready"
     end = time.monotonic() + 30
-    while time.monotonic() < end and not all(p.get_subscription_count() for p in fixture.pub_img.values()):
+    while time.monotonic() < end and not (node.pub_cloud.get_subscription_count()
+                                          and all(p.get_subscription_count() for p in node.pub_depth.values())):
         time.sleep(0.05)
 
-    # model time estimate for the pacing
-    model_s = 0.0
-    if args.period <= 0:
-        t0 = time.perf_counter()
-        node.predictor.predict(fixture.frame(0))
-        model_s = time.perf_counter() - t0
-    period = args.period if args.period > 0 else max(0.2, 1.5 * model_s + 0.2)
+    def run_phase(n, period):
+        t0 = len(node.timings)
+        d0, r0 = node.stats.sets_dropped, node.stats.results_dropped
+        here.send(("play", n, period))
+        res = here.recv()
+        time.sleep(0.2)
+        tim = list(node.timings)[t0:]
+        for j, t in enumerate(tim):
+            t["stamp_ns"] = stamp_of.get(t0 + j)
+        return tim, res, node.stats.sets_dropped - d0, node.stats.results_dropped - r0
 
-    stamps, pub_s = [], []
-    for i in range(args.frames):
-        t0 = time.monotonic()
-        fixture.start_ns = time.time_ns() - int(round(fixture.data.seq.time(i) * 1e9))  # stamp = now
-        stamps.append(fixture.publish_frame(i))
-        pub_s.append(time.monotonic() - t0)
-        time.sleep(max(0.0, period - (time.monotonic() - t0)))
-    end = time.monotonic() + 10 * period + 10
-    while time.monotonic() < end and not out.complete(stamps[-1:], with_grid=node.pub_grid is not None):
-        time.sleep(0.05)
-    time.sleep(0.5)
-
-    tim = list(node.timings)
-    latency = [(out.receive_wall_ns[s] - s) / 1e9 for s in stamps if s in out.receive_wall_ns]
+    # warm-up (first inferences allocate) and the model time for pacing
+    tim, res, _, _ = run_phase(3, 1.0)
+    model_s = float(np.median([t["model_s"] for t in tim])) if tim else 0.1
     result = {
         "setup": {"cameras": len(args.cameras), "height": args.height, "width": args.width, "encoding": "rgb8",
-                  "frames": args.frames, "period_s": period, "model": "standin" if args.standin else ckpt,
-                  "torch_threads": args.threads, "cpu_count": os.cpu_count(),
-                  "backends": __import__("selfocc_ros.compat", fromlist=["backends"]).backends()},
-        "published": len(tim), "dropped": node.stats.sets_dropped, "input_errors": dict(node.stats.errors),
-        "per_frame_ms": {
-            "decode": _stats(t["decode_s"] for t in tim),
-            "tf_and_assembly": _stats(t["assemble_s"] - t["decode_s"] for t in tim),
-            "publish": _stats(t["publish_s"] for t in tim),
-            "node_overhead_total": _stats(t["assemble_s"] + t["publish_s"] for t in tim),
-            "model": _stats(t["model_s"] for t in tim),
-        },
-        "sync_ms_per_set": sync_cost(len(args.cameras)) * 1e3,
-        "fixture_convert_and_publish_ms": _stats(pub_s),  # camera-driver side, inside the latency below
-        "latency_stamp_to_cloud_received_ms": _stats(latency),
-        "latency_stamp_to_published_ms": _stats(t["latency_s"] for t in tim),
+                  "model": "standin" if args.standin else (args.checkpoint or f"fresh {args.config} checkpoint"),
+                  "network_input": list(getattr(node.predictor, "input_size", (args.height, args.width))),
+                  "torch_threads": args.threads, "rate_hz": args.rate, "machine": machine(),
+                  "backends": __import__("selfocc_ros.compat", fromlist=["backends"]).backends(),
+                  "processes": "node alone in this process; fixture publisher + collector in another"},
+        "sync_ms_per_set": round(sync_cost(len(args.cameras)) * 1e3, 4),
+        "receive_deserialize_ms_per_set": round(receive_cost(len(args.cameras), args.height, args.width) * 1e3, 3),
     }
+    period = max(1.0 / args.rate, 2.0 * model_s + 0.1)
+    print(f"[node_overhead] overhead phase: {args.overhead_frames} frames every {period:.2f} s", flush=True)
+    result["overhead"] = phase_summary(*run_phase(args.overhead_frames, period))
+    result["overhead"]["period_s"] = round(period, 3)
+    print(f"[node_overhead] latency phase: {args.latency_frames} frames at {args.rate} Hz", flush=True)
+    result["latency"] = phase_summary(*run_phase(args.latency_frames, 1.0 / args.rate))
+    if args.stress_frames:
+        print(f"[node_overhead] stress phase: {args.stress_frames} frames at {args.rate} Hz", flush=True)
+        rss, stop = [], threading.Event()
+
+        def sample():
+            while not stop.wait(50.0 / args.rate):
+                rss.append((node.stats.sets_synced, round(_rss_mb(), 1)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        rss.append((node.stats.sets_synced, round(_rss_mb(), 1)))
+        sampler.start()
+        s = phase_summary(*run_phase(args.stress_frames, 1.0 / args.rate))
+        stop.set()
+        sampler.join()
+        rss.append((node.stats.sets_synced, round(_rss_mb(), 1)))
+        warm = [m for n, m in rss if n - rss[0][0] >= 100]  # after 100 sets
+        s["rss_mb_samples_every_50_sets"] = [m for _, m in rss]
+        s["rss_mb"] = {"start": rss[0][1], "after_100_sets": warm[0] if warm else None, "end": rss[-1][1],
+                       "max_after_100_sets": max(warm) if warm else None,
+                       "growth_after_100_sets": round(rss[-1][1] - warm[0], 1) if warm else None}
+        # a summary that fits the stress question, without the per-stage tables
+        result["stress"] = {k: s[k] for k in ("sets_sent", "published", "sets_dropped", "results_dropped",
+                                              "input_rate_hz", "latency_stamp_to_published_ms",
+                                              "latency_minus_fixture_publish_ms", "queue_wait_ms",
+                                              "rss_mb", "rss_mb_samples_every_50_sets")}
+        result["stress"]["model_ms"] = s["per_frame_ms"]["model"]
+        result["stress"]["node_overhead_ms"] = s["per_frame_ms"]["node_overhead_total"]
+    result["setup"]["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    here.send(("stop",))
+    robot.join(10)
     ex.shutdown(timeout_sec=2.0)
-    for n in (node, pub_node, sub_node):
-        n.destroy_node()
+    node.destroy_node()
     rclpy.shutdown(context=ctx)
     text = json.dumps(result, indent=2)
     if args.out:

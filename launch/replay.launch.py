@@ -4,7 +4,8 @@
     ros2 launch selfocc_ros replay.launch.py bag:=/data/nus rate:=0.5 loop:=true rviz:=true
 
 Arguments: bag (required), rate, loop, start_offset, player (auto | ros2 | selfocc), plus the
-occupancy node's config, checkpoint, namespace, rviz, rviz_config (see occ.launch.py, which is
+occupancy node's config, checkpoint, camera_names, image_transport, base_frame, odom_frame,
+device, namespace, rviz, rviz_config (see occ.launch.py, which is
 included with use_sim_time:=true). ``player:=auto`` uses ``ros2 bag play --clock`` where the
 rosbag2 CLI is installed, else our rclpy player (``lib/selfocc_ros/bag_player``, same options).
 The player is started after occ.launch.py is included, so it inherits the Fast DDS environment
@@ -26,7 +27,17 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from selfocc_ros.launch_helpers import NODE_ARGUMENTS, rviz_problem
+
 PACKAGE = "selfocc_ros"
+
+
+def _check(context):
+    """Before anything starts (player, node): rviz:=true needs RViz installed."""
+    problem = rviz_problem(LaunchConfiguration("rviz").perform(context))
+    if problem:
+        raise RuntimeError(problem)
+    return []
 
 
 def _have_ros2_bag() -> bool:
@@ -61,6 +72,7 @@ def generate_launch_description():
         DeclareLaunchArgument("config", default_value=PathJoinSubstitution([share, "config", "occ.yaml"]),
                               description="ROS parameter file of the occupancy node"),
         DeclareLaunchArgument("checkpoint", default_value="", description="selfocc checkpoint (.pt)"),
+        *[DeclareLaunchArgument(name, default_value="", description=text) for name, text in NODE_ARGUMENTS.items()],
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument("rviz", default_value="false", description="also start RViz"),
         DeclareLaunchArgument("rviz_config", default_value=PathJoinSubstitution([share, "rviz", "selfocc.rviz"]),
@@ -71,10 +83,11 @@ def generate_launch_description():
         launch_arguments={
             "config": LaunchConfiguration("config"),
             "checkpoint": LaunchConfiguration("checkpoint"),
+            **{name: LaunchConfiguration(name) for name in NODE_ARGUMENTS},
             "namespace": LaunchConfiguration("namespace"),
             "use_sim_time": "true",
             "rviz": LaunchConfiguration("rviz"),
             "rviz_config": LaunchConfiguration("rviz_config"),
         }.items(),
     )
-    return LaunchDescription([*args, occ, OpaqueFunction(function=_player)])
+    return LaunchDescription([*args, OpaqueFunction(function=_check), occ, OpaqueFunction(function=_player)])

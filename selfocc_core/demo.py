@@ -6,9 +6,10 @@ With no arguments:
      poses only: no depth, no labels), or reuse the checkpoint an earlier run cached under
      ``<out>/cache/<config hash>/model.pt``;
   3. predict on held-out frames of a *different* drive (another seed) and score them against
-     the exact ground truth (occupancy IoU on camera-visible voxels and depth up to 25.6 m, both
-     within the tiny model's 51.2 m box; novel-view depth),
-     next to the untrained network (a flat ground plane) as the baseline;
+     the exact ground truth (occupancy IoU, above-ground IoU per range bin and RayIoU on the
+     tiny model's 51.2 m box and on the whole GT grid; depth up to 25.6 m, per GT range bin and
+     the share of GT the box cannot reach; novel-view depth), next to the untrained network (a
+     flat ground plane) and the flat-ground and perfect-ground references on the same voxels;
   4. write ``<out>/``: ``depth.png`` (camera images, predicted and GT depth), ``occupancy.png``
      (bird's-eye and perspective occupancy beside GT), ``sequence.mp4`` (or .gif) over the
      held-out frames and ``metrics.json``; print a summary.
@@ -102,7 +103,7 @@ def train_or_reuse(cfg, data: str, out: Path, device: str, retrain: bool, progre
     t_train = time.time() - t1
     # the cache keeps weights + config only (no optimiser state) and the training log
     save_checkpoint(model_path, model=trainer.model, config=cfg, step=result.step,
-                    extra={"demo_data": data, "last_loss": result.last_loss}, with_rng=False)
+                    extra={"demo_data": data, "last_loss": result.last_loss}, with_rng=False, rig=trainer.rig)
     if (run_dir / "log.jsonl").is_file():
         shutil.copyfile(run_dir / "log.jsonl", cache / "train_log.jsonl")
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -253,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     from selfocc_core.config_io import ConfigError
     from selfocc_core.data.open import open_dataset
     from selfocc_core.evaluation.depth_metrics import DepthEvalConfig
-    from selfocc_core.evaluation.evaluate import EvalConfig, evaluate, format_summary
+    from selfocc_core.evaluation.evaluate import EvalConfig, evaluate
     from selfocc_core.inference.predictor import OccupancyPredictor
     from selfocc_core.io_utils import atomic_write_text
     from selfocc_core.model import SelfOccModel
@@ -354,13 +355,36 @@ def run(args: argparse.Namespace) -> int:
     print()
     print("=== selfocc demo ===")
     print(f"checkpoint: {ckpt}" + (" (cached)" if train_info.get("cached") else ""))
-    print("trained network on held-out frames:")
-    print("  " + format_summary(results).replace("\n", "\n  "))
-    print("untrained network (flat ground plane) for comparison:")
-    print("  " + format_summary(base_results).replace("\n", "\n  "))
+    for line in comparison_lines(results, base_results):
+        print(line)
     print(f"wrote {out / 'depth.png'}, {out / 'occupancy.png'}, {video}, {out / 'metrics.json'}")
     print(f"total {time.time() - t_start:.0f} s")
     return 0
+
+
+def comparison_lines(trained: dict, untrained: dict) -> list[str]:
+    """The printed comparison: per occupancy section, one table with the trained network, the
+    untrained one (its SDF starts as a flat ground plane) and the flat-ground and perfect-ground
+    references on the same voxels and rays; then depth for both networks."""
+    from selfocc_core.evaluation.evaluate import format_depth_ranges
+    from selfocc_core.evaluation.occupancy_scores import REFERENCES, format_occupancy_section
+
+    lines = [f"held-out samples: {trained.get('num_samples')}"]
+    titles = {"model_box": "occupancy in the model's box (%)", "benchmark_grid": "occupancy on the whole GT grid (%)"}
+    for name, sec in (trained.get("occupancy_scores") or {}).items():
+        base = (untrained.get("occupancy_scores") or {}).get(name, {})
+        merged = {"trained": sec["model"], **({"untrained": base["model"]} if "model" in base else {}),
+                  **{k: sec[k] for k in REFERENCES if k in sec}}
+        lines += format_occupancy_section(merged, f"{titles.get(name, name)}: {sec['region']}, mask {sec['mask']}")
+    for label, r in (("trained", trained), ("untrained", untrained)):
+        for key, what in (("depth", "depth"), ("novel_depth", "novel-view depth")):
+            d = r.get(key)
+            if d and d.get("abs_rel") is not None:
+                lines.append(f"{label} {what}: AbsRel {d['abs_rel']:.3f}  RMSE {d['rmse']:.2f} m  d1 {d['a1']:.3f}  "
+                             f"(GT below {r['depth_protocol']['max_depth']:g} m)")
+            if key == "depth" and r.get("depth_ranges"):
+                lines += ["  " + x for x in format_depth_ranges(r["depth_ranges"])]
+    return lines
 
 
 def _camera_display_order(names: list[str]) -> list[int]:

@@ -1,11 +1,12 @@
 """Use the ROS 2 libraries when they are installed (apt ROS on a robot), our equivalents otherwise.
 
-- TF: ``tf2_ros.Buffer`` + ``TransformListener`` | ``tf_buffer.TransformBuffer`` + ``TfListener``
-  below (needs a ``tf2_msgs`` Python package: the real one, or the stand-in built by
-  tools/build_msgs.py);
+- TF: ``tf2_ros.Buffer`` | ``tf_buffer.TransformBuffer``, both fed by ``TfListener`` below (it
+  counts rejected transforms for the diagnostics under both; needs a ``tf2_msgs`` Python package:
+  the real one, or the stand-in built by tools/build_msgs.py where no real one exists);
 - synchronisation: ``message_filters.ApproximateTimeSynchronizer`` | ``approx_sync.ApproximateTimeSync``;
 - images: ``cv_bridge.CvBridge`` | ``conversions.image_to_rgb``.
 
+A ROS library is used only when importing it (and what we use from it) works: ``probe()``.
 ``SELFOCC_FORCE_FALLBACK=1`` selects our implementations even where the ROS ones import (tests).
 Only the factory functions take a node; nothing here calls rclpy.init.
 """
@@ -13,7 +14,9 @@ Only the factory functions take a node; nothing here calls rclpy.init.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
+import math
 import os
 from typing import Callable, Sequence
 
@@ -22,18 +25,36 @@ import numpy as np
 from selfocc_ros import conversions as conv
 
 
-def _available(module: str) -> bool:
-    if os.environ.get("SELFOCC_FORCE_FALLBACK", "") not in ("", "0"):
-        return False
-    return _find(module)
+def _forced_fallback() -> bool:
+    return os.environ.get("SELFOCC_FORCE_FALLBACK", "") not in ("", "0")
+
+
+# What each backend is used through: a probe imports exactly these, so a package that is found but
+# cannot be imported (a tf2_ros whose tf2_msgs is shadowed by a stand-in without tf2_msgs.srv) is
+# reported and replaced by our equivalent instead of failing when the node first uses it.
+_PROBES = {
+    "tf2_ros": ("tf2_ros", ("Buffer", "TransformListener", "TransformException")),
+    "message_filters": ("message_filters", ("Subscriber", "ApproximateTimeSynchronizer")),
+    "cv_bridge": ("cv_bridge", ("CvBridge",)),
+}
 
 
 @functools.lru_cache(maxsize=None)
-def _find(module: str) -> bool:
+def probe(backend: str) -> str:
+    """'' when ``backend`` imports with everything we use from it, else why not (cached)."""
+    module, names = _PROBES[backend]
+    if importlib.util.find_spec(module) is None:
+        return "not installed"
     try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+        mod = importlib.import_module(module)
+        missing = [n for n in names if not hasattr(mod, n)]
+    except Exception as e:  # ImportError, or anything the package raises while importing
+        return f"found but not importable: {type(e).__name__}: {e}"
+    return f"found but lacks {', '.join(missing)}" if missing else ""
+
+
+def _available(backend: str) -> bool:
+    return not _forced_fallback() and probe(backend) == ""
 
 
 def have_tf2_ros() -> bool:
@@ -49,11 +70,18 @@ def have_cv_bridge() -> bool:
 
 
 def backends() -> dict[str, str]:
-    """Which implementation each piece uses (logged at start-up)."""
+    """Which implementation each piece uses, and why a ROS one is not used (logged at start-up)."""
+
+    def pick(backend: str, ours: str) -> str:
+        if _available(backend):
+            return backend
+        why = "SELFOCC_FORCE_FALLBACK" if _forced_fallback() else f"{backend} {probe(backend)}"
+        return f"{ours} ({why})"
+
     return {
-        "tf": "tf2_ros" if have_tf2_ros() else "selfocc_ros.tf_buffer",
-        "sync": "message_filters" if have_message_filters() else "selfocc_ros.approx_sync",
-        "images": "cv_bridge" if have_cv_bridge() else "selfocc_ros.conversions",
+        "tf": pick("tf2_ros", "selfocc_ros.tf_buffer"),
+        "sync": pick("message_filters", "selfocc_ros.approx_sync"),
+        "images": pick("cv_bridge", "selfocc_ros.conversions"),
     }
 
 
@@ -80,10 +108,32 @@ def image_to_rgb(msg) -> np.ndarray:
 # ----------------------------------------------------------------------------- TF
 
 
-class TfListener:
-    """Feeds /tf and /tf_static into a TransformBuffer (what tf2_ros.TransformListener does)."""
+def transform_problem(t) -> str:
+    """Why tf2 would reject a geometry_msgs/TransformStamped ('' when it is valid)."""
+    parent, child = t.header.frame_id, t.child_frame_id
+    if not parent or not child or parent.startswith("/") or child.startswith("/") or parent == child:
+        return f"invalid frame ids '{parent}' -> '{child}'"
+    tr, q = t.transform.translation, t.transform.rotation
+    values = (tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w)
+    if not all(math.isfinite(v) for v in values):
+        return f"TF_NAN_INPUT: ignoring transform {parent} -> {child}: non-finite values"
+    if abs(math.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w) - 1.0) > 1e-3:
+        return f"TF_DENORMALIZED_QUATERNION: ignoring transform {parent} -> {child}"
+    return ""
 
-    def __init__(self, buffer, node, tf_topic: str = "/tf", tf_static_topic: str = "/tf_static"):
+
+class TfListener:
+    """Feeds /tf and /tf_static into a buffer, counting what is rejected (for diagnostics).
+
+    What tf2_ros.TransformListener does, for either buffer: ours (``set_transform`` returns
+    False on rejection, with ``last_error``) or ``tf2_ros.Buffer`` (which only logs; invalid
+    transforms are screened here with tf2's own rules, :func:`transform_problem`, so the node's
+    "tf input" diagnostic is the same under both). ``on_change(is_static)`` is called after
+    accepted /tf_static messages (the node re-checks the camera rig then).
+    """
+
+    def __init__(self, buffer, node, tf_topic: str = "/tf", tf_static_topic: str = "/tf_static",
+                 own_buffer: bool = True):
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
         try:
@@ -94,8 +144,10 @@ class TfListener:
                 "`python tools/build_msgs.py` and source its environment"
             ) from e
         self.buffer = buffer
+        self._own = own_buffer
         self.rejected = 0
         self.last_rejection = ""
+        self.static_updates = 0
         dyn = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
         static = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
@@ -105,23 +157,43 @@ class TfListener:
             node.create_subscription(TFMessage, tf_static_topic, lambda m: self._on(m, True), static),
         ]
 
+    def _reject(self, why: str) -> None:
+        self.rejected += 1
+        self.last_rejection = why
+
     def _on(self, msg, is_static: bool) -> None:
+        accepted = 0
         for t in msg.transforms:
-            ok = self.buffer.set_transform_static(t) if is_static else self.buffer.set_transform(t)
-            if not ok:
-                self.rejected += 1
-                self.last_rejection = getattr(self.buffer, "last_error", "")
+            why = transform_problem(t)
+            if why:
+                self._reject(why)
+                continue
+            if self._own:
+                ok = self.buffer.set_transform_static(t) if is_static else self.buffer.set_transform(t)
+                if not ok:
+                    self._reject(getattr(self.buffer, "last_error", ""))
+                    continue
+            else:  # tf2_ros.Buffer: (transform, authority); it logs its own rejections (old/repeated data)
+                (self.buffer.set_transform_static if is_static else self.buffer.set_transform)(t, "selfocc_ros")
+            accepted += 1
+        if is_static and accepted:
+            self.static_updates += 1
 
 
 def make_tf(node, cache_time: float = 10.0):
-    """-> (buffer, listener, lookup) where ``lookup(target, source, stamp_ns, timeout_s) -> 4x4``."""
+    """-> (buffer, listener, lookup) where ``lookup(target, source, stamp_ns, timeout_s) -> 4x4``.
+
+    ``lookup`` (stamp 0 = latest) and ``listener.rejected`` / ``last_rejection`` /
+    ``static_updates`` are the API both backends share; the buffer itself is tf2_ros.Buffer
+    (rclpy Time arguments) or ours (int ns).
+    """
     if have_tf2_ros():
         import tf2_ros
         from rclpy.duration import Duration
         from rclpy.time import Time
 
         buffer = tf2_ros.Buffer(cache_time=Duration(seconds=cache_time))
-        listener = tf2_ros.TransformListener(buffer, node)
+        listener = TfListener(buffer, node, own_buffer=False)
 
         def lookup(target: str, source: str, stamp_ns: int, timeout_s: float = 0.0) -> np.ndarray:
             msg = buffer.lookup_transform(target, source, Time(nanoseconds=int(stamp_ns)),
@@ -161,6 +233,15 @@ class _OwnSyncSubscribers:
 
             self.subscriptions.append(node.create_subscription(msg_type, topic, cb, qos))
 
+    def set_slop(self, slop: float) -> None:
+        if not slop >= 0:
+            raise ValueError(f"slop must be >= 0 s, got {slop}")
+        self.sync.slop_ns = int(round(slop * 1e9))
+
+    @property
+    def slop(self) -> float:
+        return self.sync.slop_ns / 1e9
+
     def destroy(self, node) -> None:
         for s in self.subscriptions:
             node.destroy_subscription(s)
@@ -177,6 +258,17 @@ class _MessageFiltersSubscribers:
                 s.registerCallback(lambda msg, i=i: on_message(i, msg))
         self.sync = message_filters.ApproximateTimeSynchronizer(self.subs, queue_size, slop)
         self.sync.registerCallback(callback)
+
+    def set_slop(self, slop: float) -> None:
+        from rclpy.duration import Duration
+
+        # message_filters keeps slop as an rclpy Duration (Jazzy and later) or as float seconds
+        self.sync.slop = Duration(seconds=slop) if isinstance(self.sync.slop, Duration) else float(slop)
+
+    @property
+    def slop(self) -> float:
+        s = self.sync.slop
+        return s.nanoseconds / 1e9 if hasattr(s, "nanoseconds") else float(s)
 
     def destroy(self, node) -> None:
         for s in self.subs:

@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from selfocc_core.data.sample import Frame
 from selfocc_core.geometry.transforms import invert_transform
@@ -60,12 +61,61 @@ class CameraConfig:
 
 def decode_image(msg, camera: str) -> np.ndarray:
     """Image or CompressedImage -> ``[H, W, 3] uint8`` RGB, ConversionError -> InputError(image)."""
+    arr, bgr = decode_image_view(msg, camera)
+    return np.ascontiguousarray(arr[..., ::-1]) if bgr else arr
+
+
+def decode_image_view(msg, camera: str) -> tuple[np.ndarray, bool]:
+    """Image or CompressedImage -> (``[H, W, 3] uint8``, is_bgr); a view of a raw message's buffer
+    where the encoding allows (conversions.image_to_color_view). ConversionError -> InputError(image)."""
     try:
         if hasattr(msg, "format") and not hasattr(msg, "encoding"):
-            return conv.compressed_to_rgb(msg)
-        return compat.image_to_rgb(msg)
+            return conv.compressed_to_rgb(msg), False
+        if compat.have_cv_bridge():
+            return compat.image_to_rgb(msg), False
+        return conv.image_to_color_view(msg)
     except conv.ConversionError as e:
         raise InputError(ERR_IMAGE, camera, str(e)) from e
+
+
+def images_to_network_input(images: Sequence[np.ndarray], bgr: Sequence[bool], K: np.ndarray,
+                            size: Optional[tuple[int, int]] = None,
+                            device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
+    """N decoded ``[H, W, 3] uint8`` images (views allowed) -> (``[N, 3, h, w]`` float32 in [0, 1]
+    on ``device``, ``K [N, 3, 3]`` float32 scaled to (h, w)).
+
+    ``size = (h, w)``: the network input; the images are downscaled once, before anything else
+    touches all their pixels: antialiased bilinear (align_corners=False, K by
+    geometry.camera.scale_intrinsics) like data.images.resize_image, but on uint8 on the CPU
+    (torch's vectorised uint8 path, ~20x cheaper than converting 1600x900 to float first; the
+    result differs from the float resize by < 1/255) and in float on a CUDA device after the
+    uint8 upload. BGR channels are swapped after the resize. ``size=None``: no resize.
+    """
+    import torch.nn.functional as F
+
+    from selfocc_core.geometry.camera import scale_intrinsics
+
+    device = torch.device(device)
+    H, W = images[0].shape[:2]
+    h, w = size or (H, W)
+    out = torch.empty(len(images), 3, h, w, device=device)
+    for i, (img, swap) in enumerate(zip(images, bgr)):
+        if not img.flags.writeable or min(img.strides) < 0:  # bytes-backed (tests) or flipped: torch needs a copy
+            img = img.copy()
+        x = torch.from_numpy(img).permute(2, 0, 1).unsqueeze(0)  # [1, 3, H, W] channels-last view, no copy
+        if (h, w) != (H, W):
+            if device.type == "cpu":
+                x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+                x = x.float()
+            else:
+                x = F.interpolate(x.to(device, non_blocking=True).float(), size=(h, w), mode="bilinear",
+                                  align_corners=False, antialias=True).clamp_(0.0, 255.0)
+        out[i] = (x[0].flip(0) if swap else x[0]).to(device)
+    out.div_(255.0)
+    K_t = torch.as_tensor(np.asarray(K), dtype=torch.float64)
+    if (h, w) != (H, W):
+        K_t = scale_intrinsics(K_t, w / W, h / H)
+    return out, K_t.float().to(device)
 
 
 TfLookup = Callable[[str, str, int], np.ndarray]
@@ -79,6 +129,8 @@ class AssembledFrame:
     headers: list  # per camera std_msgs/Header of the input image (depth images reuse it)
     decode_s: float
     tf_s: float
+    resize_s: float = 0.0  # uint8 -> network input (resize, normalise, to device)
+    input_size: tuple[int, int] = (0, 0)  # (H, W) of the received images
 
 
 def assemble_frame(
@@ -88,28 +140,33 @@ def assemble_frame(
     tf_lookup: TfLookup,
     base_frame: str,
     odom_frame: str,
+    network_size: Optional[tuple[int, int]] = None,
+    device: str | torch.device = "cpu",
 ) -> AssembledFrame:
     """Synchronized image messages + latest CameraInfos + TF -> a model Frame.
 
     images[i]/infos[i] belong to cameras[i]. The frame's stamp is camera 0's image stamp;
     ``T_world_ego = T_odom_base(t0)`` and, folding per-camera ego motion as the readers do,
     ``T_ego_cam_i = T_odom_base(t0)^-1 @ T_odom_cam_i(t_i)``.
+    ``network_size = (h, w)``: the frame's images are already downscaled to it (K scaled), on
+    ``device`` (see images_to_network_input); None: the received size, on the CPU.
     Raises InputError (kind image/size/camera_info/tf).
     """
     if not (len(images) == len(infos) == len(cameras)):
         raise ValueError(f"assemble_frame: {len(images)} images, {len(infos)} infos, {len(cameras)} cameras")
     t0 = time.perf_counter()
-    rgbs, Ks = [], []
+    rgbs, bgrs, Ks = [], [], []
     for msg, info, cam in zip(images, infos, cameras):
         if info is None:
             raise InputError(ERR_INFO, cam.name, f"no CameraInfo received yet on {cam.info_topic}")
-        rgb = decode_image(msg, cam.name)
+        rgb, bgr = decode_image_view(msg, cam.name)
         try:
             conv.check_image_matches_info(rgb.shape[:2], info, cam.name)
             K = conv.camera_info_to_K(info)
         except conv.ConversionError as e:
             raise InputError(ERR_SIZE if "camera_info says" in str(e) else ERR_INFO, cam.name, str(e)) from e
         rgbs.append(rgb)
+        bgrs.append(bgr)
         Ks.append(K)
     sizes = {r.shape[:2] for r in rgbs}
     if len(sizes) != 1:
@@ -138,17 +195,19 @@ def assemble_frame(
         raise InputError(ERR_TF, "", "TF produced a non-finite transform")
     t2 = time.perf_counter()
 
-    # CHW in uint8 first (1 byte per value moved), then one contiguous float pass; `/ 255` as the readers do.
-    images_t = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+    # downscale in uint8 before any float pass over the full images; `/ 255` as the readers do
+    images_t, K_t = images_to_network_input(rgbs, bgrs, np.stack(Ks), network_size, device)
+    dev = images_t.device
     frame = Frame(
         images=images_t,
-        K=torch.from_numpy(np.stack(Ks)).float(),
-        T_ego_cam=torch.from_numpy(T_ego_cam).float(),
-        T_world_ego=torch.from_numpy(T_world_ego).float(),
+        K=K_t,
+        T_ego_cam=torch.from_numpy(T_ego_cam).float().to(dev),
+        T_world_ego=torch.from_numpy(T_world_ego).float().to(dev),
         timestamp=stamp0 / 1e9,
         camera_names=[c.name for c in cameras],
     )
-    return AssembledFrame(frame, stamp0, [m.header for m in images], t1 - t0, t2 - t1)
+    t3 = time.perf_counter()
+    return AssembledFrame(frame, stamp0, [m.header for m in images], t1 - t0, t2 - t1, t3 - t2, rgbs[0].shape[:2])
 
 
 # ----------------------------------------------------------------------------- worker
@@ -195,12 +254,20 @@ class LatestWorker:
         with self._cond:
             return not self._has_item and not self._busy
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop after the current item (a queued one is dropped); True when the thread has ended
+        within ``timeout`` s (False: ``process`` is still running, e.g. a long inference)."""
         with self._cond:
             self._stop = True
+            self._item, self._has_item = None, False
             self._cond.notify()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop
 
     def _run(self) -> None:
         while True:
@@ -289,6 +356,8 @@ class NodeStats:
         self.sets_synced = 0
         self.sets_dropped = 0
         self.sets_published = 0
+        self.sets_unwanted = 0  # no output had a subscriber: not even inferred
+        self.results_dropped = 0  # inferred, but replaced by a newer result before it could be sent
         self.errors: collections.Counter = collections.Counter()  # kind -> count
         self.last_error: dict[str, str] = {}
         self.latency = collections.deque(maxlen=50)  # image stamp -> publish (s, ROS clock)
@@ -305,6 +374,14 @@ class NodeStats:
             self.sets_synced += 1
             self.sets_dropped += int(dropped)
             self.synced.tick(now)
+
+    def on_unwanted(self) -> None:
+        with self._lock:
+            self.sets_unwanted += 1
+
+    def on_result_dropped(self) -> None:
+        with self._lock:
+            self.results_dropped += 1
 
     def on_error(self, kind: str, message: str) -> None:
         with self._lock:
@@ -343,6 +420,8 @@ class NodeStats:
                 "synced_sets": str(self.sets_synced),
                 "dropped_sets": str(self.sets_dropped),
                 "published_sets": str(self.sets_published),
+                "sets_without_subscribers": str(self.sets_unwanted),
+                "results_dropped": str(self.results_dropped),
                 "sync_rate_hz": f"{self.synced.rate(now):.2f}",
                 "publish_rate_hz": f"{self.published.rate(now):.2f}",
                 "latency_mean_s": f"{lat.mean():.4f}" if lat.size else "nan",
@@ -408,3 +487,49 @@ def default_device(requested: str) -> str:
     if requested in ("", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
+
+
+# ----------------------------------------------------------------------------- training rig vs TF
+
+
+def _fmt_T(T: np.ndarray) -> str:
+    from selfocc_core.geometry.transforms import matrix_to_quaternion
+
+    t = T[:3, 3]
+    q = matrix_to_quaternion(T[:3, :3])
+    return f"t=({t[0]:.3f}, {t[1]:.3f}, {t[2]:.3f}) m q_wxyz=({q[0]:.3f}, {q[1]:.3f}, {q[2]:.3f}, {q[3]:.3f})"
+
+
+def compare_rig(T_tf: np.ndarray, rig: dict, camera_names: Sequence[str], base_frame: str, camera_frames: Sequence[str],
+                tol_translation: float, tol_rotation_deg: float) -> list[str]:
+    """Cameras whose TF extrinsics differ from the checkpoint's training rig beyond the tolerances.
+
+    ``T_tf[i]`` is ``T_base_cam`` from TF (``base_frame`` <- ``camera_frames[i]``), ``rig`` the
+    stored training rig (``T_ego_cam`` in the training ego frame). Returns one message per camera
+    that differs, naming both transforms, the difference and what it means for the ego frame:
+
+        >>> rig = {"camera_names": ["A"], "T_ego_cam": np.eye(4)[None], "ground_z": 0.0}
+        >>> T = np.eye(4); T[2, 3] = 1.65
+        >>> compare_rig(T[None], rig, ["A"], "base_link", ["a_optical"], 0.05, 2.0)[0][:60]
+        'A: TF base_link <- a_optical is t=(0.000, 0.000, 1.650) m q_'
+    """
+    T_tf = np.asarray(T_tf, dtype=np.float64)
+    T_rig = np.asarray(rig["T_ego_cam"], dtype=np.float64)
+    names = list(rig["camera_names"])
+    out = []
+    for i, cam in enumerate(camera_names):
+        if cam not in names:
+            continue
+        R = T_rig[names.index(cam)]
+        dt = float(np.linalg.norm(T_tf[i, :3, 3] - R[:3, 3]))
+        cos = (np.trace(T_tf[i, :3, :3].T @ R[:3, :3]) - 1.0) / 2.0
+        dr = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+        if dt > tol_translation or dr > tol_rotation_deg:
+            dz = T_tf[i, 2, 3] - R[2, 3]
+            out.append(
+                f"{cam}: TF {base_frame} <- {camera_frames[i]} is {_fmt_T(T_tf[i])}, but the checkpoint was trained "
+                f"with T_ego_cam {_fmt_T(R)} (differs by {dt:.3f} m, {dr:.1f} deg; tolerance {tol_translation} m, "
+                f"{tol_rotation_deg} deg): base_frame '{base_frame}' is not the training ego frame"
+                + (f" (the training ground z={rig['ground_z']:.2f} m would be at z={rig['ground_z'] + dz:.2f} m in "
+                   f"{base_frame})" if abs(dz) > tol_translation else ""))
+    return out

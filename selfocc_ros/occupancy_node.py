@@ -36,8 +36,11 @@ import rclpy
 import torch
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
@@ -45,20 +48,23 @@ from visualization_msgs.msg import MarkerArray
 
 from selfocc_ros import compat
 from selfocc_ros import conversions as conv
+from selfocc_ros.shutdown import ShutdownRequest, exit_now
 from selfocc_ros.node_logic import (
+    ERROR,
+    OK,
+    WARN,
     CameraConfig,
+    DiagStatus,
     InputError,
     LatestWorker,
     NodeStats,
     WarnThrottle,
     assemble_frame,
     check_predictor_cameras,
+    compare_rig,
     default_device,
     load_predictor,
 )
-
-NUSCENES_CAMERAS = ["CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT"]
-
 
 def _grid_msg_type():
     try:
@@ -79,12 +85,18 @@ class OccupancyNode(Node):
         self.cameras: list[CameraConfig] = []
         self._sync = None
         self._worker: Optional[LatestWorker] = None
+        self._publisher: Optional[LatestWorker] = None  # builds + sends messages off the inference thread
+        self.published_counts = collections.Counter()  # messages sent per output (cloud, markers, grid, depth)
         self._infos: dict[str, CameraInfo] = {}
         self._infos_lock = threading.Lock()
-        self._timers = []
-        self._declare_parameters()
+        self._diag_timer = None
+        self._info_subs = []
         self.pub_cloud = self.pub_markers = self.pub_grid = self.pub_diag = None
         self.pub_depth: dict[str, object] = {}
+        self._closing = False
+        self._rig_checked_key = None
+        self.rig_status: Optional[DiagStatus] = None  # training rig vs TF (diagnostics)
+        self._declare_parameters()
         self.stats: Optional[NodeStats] = None
         self.throttle = WarnThrottle(float(self.get_parameter("warn_throttle").value))
         self.on_result = None  # optional hook(assembled, prediction) for in-process tests/benchmarks
@@ -92,12 +104,27 @@ class OccupancyNode(Node):
 
     # ------------------------------------------------------------------ parameters
 
+    # Parameters that take effect while the node runs (parameter callback below); every other
+    # one is read-only: `ros2 param set` is refused with a reason instead of being ignored.
+    RUNTIME_PARAMETERS = (
+        "sync.slop", "publish.pointcloud", "publish.markers", "publish.depth", "publish.grid",
+        "publish.grid_confidence", "publish.grid_sdf", "publish.marker_alpha", "publish.marker_surface_only",
+        "publish.marker_range", "publish.marker_max_count", "publish.depth_width", "publish.depth_height",
+        "camera_timeout",
+        "tf_timeout", "diagnostics_period", "warn_throttle", "rig_tolerance.translation", "rig_tolerance.rotation_deg",
+    )
+
     def _declare(self, name, default, description):
-        self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        read_only = name not in self.RUNTIME_PARAMETERS and name != "camera_names"
+        if read_only:
+            description += " (read-only: set it at start-up)"
+        self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=read_only))
 
     def _declare_parameters(self) -> None:
         d = self._declare
-        d("camera_names", NUSCENES_CAMERAS, "camera names, in the model's camera order")
+        self.declare_parameter("camera_names", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
+            description="camera names, in the model's camera order; unset or empty: the checkpoint's cameras "
+                        "(fixed at start-up)"))
         d("image_transport", "raw", "'raw' (sensor_msgs/Image) or 'compressed' (sensor_msgs/CompressedImage)")
         d("base_frame", "base_link", "ego frame of the grid, point cloud and markers (REP 105)")
         d("odom_frame", "odom", "fixed frame for the ego pose at each image stamp")
@@ -114,6 +141,11 @@ class OccupancyNode(Node):
         d("publish.grid_confidence", True, "fill OccupancyGrid3D.confidence")
         d("publish.grid_sdf", False, "fill OccupancyGrid3D.sdf")
         d("publish.marker_alpha", 1.0, "marker colour alpha")
+        d("publish.marker_surface_only", True, "markers only for occupied voxels with a free neighbour")
+        d("publish.marker_range", 30.0, "markers only within this distance of base_frame's origin [m] (0: all)")
+        d("publish.marker_max_count", 5000, "at most this many marker cubes, the nearest kept (0: no cap)")
+        d("publish.depth_width", 0, "width of ~/depth/<camera> [px] (0: the network input's, or from depth_height)")
+        d("publish.depth_height", 0, "height of ~/depth/<camera> [px] (0: the network input's, or from depth_width)")
         d("qos.sensor_data", True, "inputs use the sensor-data QoS (best effort, depth 5); false: reliable")
         d("qos.depth", 5, "history depth of image/camera_info subscriptions")
         d("camera_timeout", 1.0, "a camera silent for longer [s] is reported stale")
@@ -121,13 +153,68 @@ class OccupancyNode(Node):
         d("tf_cache_time", 10.0, "TF buffer length [s]")
         d("diagnostics_period", 1.0, "period of /diagnostics [s]")
         d("warn_throttle", 5.0, "same warning at most once per this many seconds")
-        names = list(self.get_parameter("camera_names").value)
+        d("rig_tolerance.translation", 0.05, "camera extrinsics from TF may differ from the checkpoint's training "
+          "rig by this much [m] before an ERROR diagnostic")
+        d("rig_tolerance.rotation_deg", 2.0, "same, rotation [deg]")
+        self._cameras_declared = False
+        self._configured = False
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+
+    def _declare_camera_parameters(self, names) -> None:
         compressed = self.get_parameter("image_transport").value == "compressed"
         for n in names:
             suffix = "/image_raw/compressed" if compressed else "/image_raw"
-            d(f"cameras.{n}.image_topic", f"/{n}{suffix}", f"image topic of {n}")
-            d(f"cameras.{n}.info_topic", f"/{n}/camera_info", f"camera_info topic of {n}")
-            d(f"cameras.{n}.frame_id", "", f"optical frame of {n} (empty: the image header's frame_id)")
+            self._declare(f"cameras.{n}.image_topic", f"/{n}{suffix}", f"image topic of {n}")
+            self._declare(f"cameras.{n}.info_topic", f"/{n}/camera_info", f"camera_info topic of {n}")
+            self._declare(f"cameras.{n}.frame_id", "", f"optical frame of {n} (empty: the image header's frame_id)")
+        self._cameras_declared = True
+
+    def _camera_names_param(self) -> list[str]:
+        try:
+            return [n for n in (self.get_parameter("camera_names").value or []) if n]
+        except ParameterUninitializedException:
+            return []
+
+    _POSITIVE = ("sync.slop", "camera_timeout", "diagnostics_period")
+    _NON_NEGATIVE = ("tf_timeout", "warn_throttle", "rig_tolerance.translation", "rig_tolerance.rotation_deg",
+                     "publish.marker_range", "publish.marker_max_count", "publish.depth_width", "publish.depth_height")
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Validate a set (`ros2 param set`, SetParameters): refuse what cannot apply, with a reason."""
+        for prm in params:
+            if prm.name == "camera_names" and self._configured:
+                return SetParametersResult(successful=False, reason=(
+                    "camera_names is fixed once the model is loaded (the checkpoint's cameras, in order); "
+                    "restart the node to change it"))
+            if prm.name in self._POSITIVE and not (isinstance(prm.value, (int, float)) and prm.value > 0):
+                return SetParametersResult(successful=False, reason=f"{prm.name} must be > 0, got {prm.value!r}")
+            if prm.name in self._NON_NEGATIVE and not (isinstance(prm.value, (int, float)) and prm.value >= 0):
+                return SetParametersResult(successful=False, reason=f"{prm.name} must be >= 0, got {prm.value!r}")
+            if prm.name == "publish.marker_alpha" and not (isinstance(prm.value, (int, float)) and 0 <= prm.value <= 1):
+                return SetParametersResult(successful=False, reason=f"publish.marker_alpha must be in [0, 1], got {prm.value!r}")
+            if prm.name == "publish.grid" and prm.value and self._configured and _grid_msg_type() is None:
+                return SetParametersResult(successful=False, reason="selfocc_msgs is not importable: ~/grid unavailable")
+        return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, params) -> None:
+        """Apply accepted run-time parameters (the rest are read where used: tf_timeout, publish.grid_*)."""
+        if not self._configured:
+            return
+        names = {prm.name for prm in params}
+        if names & {"publish.pointcloud", "publish.markers", "publish.depth", "publish.grid"}:
+            self._create_publishers()
+        if "sync.slop" in names and self._sync is not None:
+            self._sync.set_slop(float(self.p("sync.slop")))
+        if "camera_timeout" in names and self.stats is not None:
+            self.stats.camera_timeout = float(self.p("camera_timeout"))
+        if "warn_throttle" in names:
+            self.throttle.period = float(self.p("warn_throttle"))
+        if "diagnostics_period" in names and self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(float(self.p("diagnostics_period")), self._publish_diagnostics)
+        if names & {"rig_tolerance.translation", "rig_tolerance.rotation_deg"}:
+            self._rig_checked_key = None  # re-check against TF with the new tolerance
 
     def p(self, name):
         return self.get_parameter(name).value
@@ -139,13 +226,7 @@ class OccupancyNode(Node):
         transport = self.p("image_transport")
         if transport not in ("raw", "compressed"):
             raise ValueError(f"parameter image_transport must be 'raw' or 'compressed', got '{transport}'")
-        self.cameras = [
-            CameraConfig(n, self.p(f"cameras.{n}.image_topic"), self.p(f"cameras.{n}.info_topic"),
-                         transport == "compressed", self.p(f"cameras.{n}.frame_id"))
-            for n in self.p("camera_names")
-        ]
-        if not self.cameras:
-            raise ValueError("parameter camera_names is empty")
+        names = self._camera_names_param()
         if self._injected_predictor is not None:
             self.predictor = self._injected_predictor
         else:
@@ -154,23 +235,26 @@ class OccupancyNode(Node):
             if int(self.p("torch_threads")) > 0:
                 torch.set_num_threads(int(self.p("torch_threads")))
             self.predictor = load_predictor(self.p("checkpoint"), device, self.p("model_config"))
-            check_predictor_cameras(self.predictor, [c.name for c in self.cameras], self.p("checkpoint"))
+            if names:
+                check_predictor_cameras(self.predictor, names, self.p("checkpoint"))
+        if not names:  # the checkpoint's training cameras
+            names = list(getattr(self.predictor, "camera_names", None) or [])
+            if not names:
+                raise ValueError("parameter camera_names is empty and the checkpoint names no cameras: "
+                                 "set camera_names to the model's cameras, in order")
+            self.set_parameters([Parameter("camera_names", Parameter.Type.STRING_ARRAY, names)])
+            self.get_logger().info(f"camera_names from the checkpoint: {names}")
+        if not self._cameras_declared:
+            self._declare_camera_parameters(names)
+        self.cameras = [
+            CameraConfig(n, self.p(f"cameras.{n}.image_topic"), self.p(f"cameras.{n}.info_topic"),
+                         transport == "compressed", self.p(f"cameras.{n}.frame_id"))
+            for n in names
+        ]
         self.stats = NodeStats([c.name for c in self.cameras], float(self.p("camera_timeout")))
-
-        out_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
-        if self.p("publish.pointcloud"):
-            self.pub_cloud = self.create_publisher(PointCloud2, "~/occupancy", out_qos)
-        if self.p("publish.markers"):
-            self.pub_markers = self.create_publisher(MarkerArray, "~/occupancy_markers", out_qos)
-        if self.p("publish.depth"):
-            self.pub_depth = {c.name: self.create_publisher(Image, f"~/depth/{c.name}", out_qos) for c in self.cameras}
-        if self.p("publish.grid"):
-            grid_type = _grid_msg_type()
-            if grid_type is None:
-                self.get_logger().warning(
-                    "selfocc_msgs is not importable: ~/grid disabled (build it with `python tools/build_msgs.py`)")
-            else:
-                self.pub_grid = self.create_publisher(grid_type, "~/grid", out_qos)
+        self.throttle.period = float(self.p("warn_throttle"))
+        self._configured = True
+        self._create_publishers()
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.tf_buffer, self.tf_listener, self.tf_lookup = None, None, None
         try:
@@ -179,8 +263,27 @@ class OccupancyNode(Node):
             self.get_logger().error(f"no TF input: {e}")
         self.get_logger().info(f"backends: {compat.backends()}; cameras: {[c.name for c in self.cameras]}")
 
+    def _create_publishers(self) -> None:
+        """Publishers of the enabled outputs (created on first enable; a disabled one is kept but idle)."""
+        out_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        if self.p("publish.pointcloud") and self.pub_cloud is None:
+            self.pub_cloud = self.create_publisher(PointCloud2, "~/occupancy", out_qos)
+        if self.p("publish.markers") and self.pub_markers is None:
+            self.pub_markers = self.create_publisher(MarkerArray, "~/occupancy_markers", out_qos)
+        if self.p("publish.depth") and not self.pub_depth:
+            self.pub_depth = {c.name: self.create_publisher(Image, f"~/depth/{c.name}", out_qos) for c in self.cameras}
+        if self.p("publish.grid") and self.pub_grid is None:
+            grid_type = _grid_msg_type()
+            if grid_type is None:
+                self.get_logger().warning(
+                    "selfocc_msgs is not importable: ~/grid disabled (build it with `python tools/build_msgs.py`)")
+            else:
+                self.pub_grid = self.create_publisher(grid_type, "~/grid", out_qos)
+
     def activate(self) -> None:
         """Start the worker, subscriptions and the diagnostics timer."""
+        self._closing = False
+        self._publisher = LatestWorker(self._publish_job, on_error=self._on_worker_error, name="selfocc-publish").start()
         self._worker = LatestWorker(self._process, on_error=self._on_worker_error).start()
         qos = qos_profile_sensor_data if self.p("qos.sensor_data") else QoSProfile(
             depth=int(self.p("qos.depth")), reliability=ReliabilityPolicy.RELIABLE)
@@ -195,21 +298,29 @@ class OccupancyNode(Node):
         self._sync = compat.make_synchronized_subscribers(
             self, [(img_type, c.image_topic) for c in self.cameras], qos,
             int(self.p("sync.queue_size")), float(self.p("sync.slop")), self._on_synced, self._on_image)
-        self._timers.append(self.create_timer(float(self.p("diagnostics_period")), self._publish_diagnostics))
+        self._diag_timer = self.create_timer(float(self.p("diagnostics_period")), self._publish_diagnostics)
 
-    def deactivate(self) -> None:
-        for t in self._timers:
-            self.destroy_timer(t)
-        self._timers = []
+    def deactivate(self, worker_timeout: float = 5.0) -> bool:
+        """Stop inputs, then the worker (it publishes nothing more); False when the worker is still
+        inside ``predict`` after ``worker_timeout`` s."""
+        self._closing = True
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
         if self._sync is not None:
             self._sync.destroy(self)
             self._sync = None
-        for s in getattr(self, "_info_subs", []):
+        for s in self._info_subs:
             self.destroy_subscription(s)
         self._info_subs = []
+        stopped = True
         if self._worker is not None:
-            self._worker.stop()
+            stopped = self._worker.stop(worker_timeout)
             self._worker = None
+        if self._publisher is not None:
+            stopped = self._publisher.stop(min(worker_timeout, 0.5)) and stopped
+            self._publisher = None
+        return stopped
 
     def cleanup(self) -> None:
         self.deactivate()
@@ -229,7 +340,7 @@ class OccupancyNode(Node):
         self.stats.on_image(self.cameras[index].name, time.monotonic())
 
     def _on_synced(self, *msgs) -> None:
-        dropped = self._worker.submit(msgs)
+        dropped = self._worker.submit((msgs, time.monotonic()))
         self.stats.on_synced(time.monotonic(), dropped)
 
     def _warn(self, key, text: str) -> None:
@@ -237,6 +348,8 @@ class OccupancyNode(Node):
             self.get_logger().warning(text)
 
     def _on_worker_error(self, e: BaseException) -> None:
+        if self._closing or not self.context.ok():
+            return  # shutting down: a publish racing the teardown is not an inference failure
         self.stats.on_error("inference", f"{type(e).__name__}: {e}")
         self._warn(("inference", type(e).__name__), f"inference failed: {type(e).__name__}: {e}")
 
@@ -247,8 +360,33 @@ class OccupancyNode(Node):
             raise RuntimeError("no TF listener (tf2_msgs not importable)")
         return self.tf_lookup(target, source, stamp_ns, float(self.p("tf_timeout")))
 
-    def _process(self, msgs) -> None:
+    def _wants(self, pub, switch: str) -> bool:
+        """Only enabled outputs (``switch``, a publish.* parameter) somebody subscribes to are built and published."""
+        return pub is not None and bool(self.p(switch)) and pub.get_subscription_count() > 0
+
+    def _depth_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """(H, W) of the depth images for frames of ``image_hw`` (the network input size)."""
+        w, h = int(self.p("publish.depth_width")), int(self.p("publish.depth_height"))
+        if w < 0 or h < 0:
+            raise ValueError(f"publish.depth_width/height must be >= 0, got {w} x {h}")
+        H, W = image_hw
+        if w and h:
+            return h, w
+        if w:
+            return max(1, round(H * w / W)), w
+        if h:
+            return h, max(1, round(W * h / H))
+        return H, W
+
+    def _process(self, item) -> None:
+        msgs, t_synced = item
         t_start = time.perf_counter()
+        wait_s = max(0.0, time.monotonic() - t_synced)
+        want_depth = any(self._wants(p, "publish.depth") for p in self.pub_depth.values())
+        if not (want_depth or self._wants(self.pub_cloud, "publish.pointcloud") or self._wants(
+                self.pub_markers, "publish.markers") or self._wants(self.pub_grid, "publish.grid")):
+            self.stats.on_unwanted()  # no subscriber for any output: no inference either
+            return
         # CameraInfo travels on its own topic: on start-up it may trail the first images a little.
         deadline = time.monotonic() + float(self.p("tf_timeout"))
         while True:
@@ -258,48 +396,123 @@ class OccupancyNode(Node):
                 break
             time.sleep(0.005)
         try:
-            assembled = assemble_frame(msgs, infos, self.cameras, self._lookup, self.p("base_frame"), self.p("odom_frame"))
+            assembled = assemble_frame(msgs, infos, self.cameras, self._lookup, self.p("base_frame"), self.p("odom_frame"),
+                                       network_size=getattr(self.predictor, "input_size", None),
+                                       device=getattr(self.predictor, "device", "cpu"))
         except InputError as e:
             self.stats.on_error(e.kind, str(e))
             self._warn((e.kind, e.camera), f"dropping camera set: {e}")
             return
+        self._check_rig(msgs, assembled.stamp_ns)
         t_model = time.perf_counter()
-        pred = self.predictor.predict(assembled.frame)
+        if want_depth:
+            pred = self.predictor.predict(assembled.frame, with_depth=True,
+                                          depth_size=self._depth_size(assembled.frame.image_size))
+        else:
+            pred = self.predictor.predict(assembled.frame, with_depth=False)
         model_s = time.perf_counter() - t_model
+        if self._closing:
+            return  # deactivated while the model ran: publish nothing more
+        timing = {"wait_s": wait_s, "decode_s": assembled.decode_s, "tf_s": assembled.tf_s,
+                  "resize_s": assembled.resize_s, "assemble_s": t_model - t_start, "model_s": model_s,
+                  "t_done": time.perf_counter()}
+        # messages are built and sent on their own thread: the next set's inference starts now
+        if self._publisher.submit((pred, assembled, timing)):
+            self.stats.on_result_dropped()  # the previous result was still waiting to be sent
+
+    def _check_rig(self, msgs, stamp_ns: int) -> None:
+        """Compare TF's camera extrinsics with the checkpoint's training rig: at the first set, and
+        again when /tf_static changes or a tolerance is set. Beyond the tolerance: ERROR diagnostic
+        and a warning naming both transforms (the model's geometry belongs to its training frame)."""
+        rig = getattr(self.predictor, "training_rig", None)
+        listener = self.tf_listener
+        key = (getattr(listener, "static_updates", 0), self.p("base_frame"))
+        if key == self._rig_checked_key:
+            return
+        self._rig_checked_key = key
+        if rig is None:
+            self.rig_status = DiagStatus("camera rig", OK, "checkpoint stores no training rig: extrinsics not checked")
+            return
+        frames = [c.frame_id or m.header.frame_id for c, m in zip(self.cameras, msgs)]
+        base = self.p("base_frame")
+        try:
+            T_tf = np.stack([self._lookup(base, f, stamp_ns) for f in frames])
+        except Exception as e:  # reported by the tf status already; check again with the next set
+            self._rig_checked_key = None
+            self.rig_status = DiagStatus("camera rig", WARN, f"cannot look up the camera extrinsics: {e}")
+            return
+        problems = compare_rig(T_tf, rig, [c.name for c in self.cameras], base, frames,
+                               float(self.p("rig_tolerance.translation")), float(self.p("rig_tolerance.rotation_deg")))
+        if problems:
+            self.rig_status = DiagStatus("camera rig", ERROR, problems[0], {f"camera_{i}": p for i, p in enumerate(problems)})
+            for p in problems:
+                self.get_logger().warning(f"camera extrinsics differ from the training rig: {p}")
+        else:
+            self.rig_status = DiagStatus("camera rig", OK, f"TF extrinsics match the training rig within "
+                                         f"{self.p('rig_tolerance.translation')} m / {self.p('rig_tolerance.rotation_deg')} deg")
+
+    def _publish_job(self, item) -> None:
+        if self._closing:
+            return
+        pred, assembled, timing = item
         t_pub = time.perf_counter()
-        self.publish_prediction(pred, assembled)
+        stages = self.publish_prediction(pred, assembled)
         t_end = time.perf_counter()
-        now_ns = self.get_clock().now().nanoseconds
-        overhead = (t_model - t_start) + (t_end - t_pub)
-        self.stats.on_published(time.monotonic(), (now_ns - assembled.stamp_ns) / 1e9, model_s, overhead)
-        self.timings.append({"decode_s": assembled.decode_s, "tf_s": assembled.tf_s,
-                             "assemble_s": t_model - t_start, "model_s": model_s, "publish_s": t_end - t_pub,
-                             "latency_s": (now_ns - assembled.stamp_ns) / 1e9})
+        latency_s = (self.get_clock().now().nanoseconds - assembled.stamp_ns) / 1e9
+        overhead = timing["assemble_s"] + (t_end - t_pub)
+        self.stats.on_published(time.monotonic(), latency_s, timing["model_s"], overhead)
+        self.timings.append({**timing, "publish_s": t_end - t_pub, "publish_stages_s": stages,
+                             "publish_wait_s": t_pub - timing["t_done"],
+                             "latency_s": latency_s})
         if self.on_result is not None:
             self.on_result(assembled, pred)
 
-    def publish_prediction(self, pred, assembled) -> None:
-        """Publish every enabled output for one prediction (stamps = the input image stamp)."""
+    def publish_prediction(self, pred, assembled) -> dict:
+        """Publish every enabled output that has subscribers for one prediction (stamps = the input
+        image stamp). Returns seconds per output (build + publish)."""
+        stages = {}
+        t = time.perf_counter()
+
+        def lap(name):
+            nonlocal t
+            now = time.perf_counter()
+            stages[name] = now - t
+            t = now
+
         header = Header(stamp=conv.ns_to_stamp(assembled.stamp_ns), frame_id=self.p("base_frame"))
         grid = pred.grid
-        labels = _np(pred.labels).astype(np.uint8)
-        confidence = _np(pred.confidence).astype(np.float32) if getattr(pred, "confidence", None) is not None else None
-        if self.pub_cloud is not None or self.pub_markers is not None:
+        labels = _np(pred.labels).astype(np.uint8, copy=False)
+        confidence = _np(pred.confidence).astype(np.float32, copy=False) if getattr(pred, "confidence", None) is not None else None
+        lap("arrays")
+        if self._wants(self.pub_cloud, "publish.pointcloud"):
             xyz, lab, conf = conv.occupied_points(labels, confidence, grid.lower, grid.voxel_size)
-            if self.pub_cloud is not None:
-                self.pub_cloud.publish(conv.make_occupancy_cloud(xyz, lab, conf, header))
-            if self.pub_markers is not None:
-                self.pub_markers.publish(conv.make_occupancy_markers(
-                    xyz, lab, grid.voxel_size, header, alpha=float(self.p("publish.marker_alpha"))))
-        if self.pub_grid is not None:
+            self.pub_cloud.publish(conv.make_occupancy_cloud(xyz, lab, conf, header))
+            self.published_counts["cloud"] += 1
+            lap("cloud")
+        if self._wants(self.pub_markers, "publish.markers"):
+            xyz, lab = conv.marker_voxels(labels, grid.lower, grid.voxel_size, float(self.p("publish.marker_range")),
+                                          int(self.p("publish.marker_max_count")),
+                                          bool(self.p("publish.marker_surface_only")))
+            self.pub_markers.publish(conv.make_occupancy_markers(
+                xyz, lab, grid.voxel_size, header, alpha=float(self.p("publish.marker_alpha"))))
+            self.published_counts["markers"] += 1
+            lap("markers")
+        if self._wants(self.pub_grid, "publish.grid"):
             sdf = _np(pred.sdf).astype(np.float32) if self.p("publish.grid_sdf") and getattr(pred, "sdf", None) is not None else None
             msg = conv.fill_grid_msg(self.pub_grid.msg_type(), labels, grid.lower, grid.voxel_size, header,
                                      confidence=confidence if self.p("publish.grid_confidence") else None, sdf=sdf)
             self.pub_grid.publish(msg)
+            self.published_counts["grid"] += 1
+            lap("grid")
         if self.pub_depth and getattr(pred, "depth", None) is not None:
-            depth = _np(pred.depth).astype(np.float32)
+            depth = _np(pred.depth).astype(np.float32, copy=False)
             for i, cam in enumerate(self.cameras):
-                self.pub_depth[cam.name].publish(conv.depth_to_image(depth[i], assembled.headers[i]))
+                pub = self.pub_depth[cam.name]
+                if self._wants(pub, "publish.depth"):
+                    pub.publish(conv.depth_to_image(depth[i], assembled.headers[i]))
+                    self.published_counts["depth"] += 1
+            lap("depth")
+        return stages
 
     # ------------------------------------------------------------------ diagnostics
 
@@ -313,13 +526,21 @@ class OccupancyNode(Node):
             arr.status.append(DiagnosticStatus(
                 level=bytes([s.level]), name=s.name, message=s.message, hardware_id="selfocc",
                 values=[KeyValue(key=k, value=v) for k, v in s.values.items()]))
+        rig = self.rig_status
+        if rig is not None:
+            arr.status.append(DiagStatus_msg(rig, self.get_fully_qualified_name().lstrip("/")))
         listener = self.tf_listener
-        if listener is not None and getattr(listener, "rejected", 0):
+        if listener is not None and listener.rejected:
             arr.status.append(DiagnosticStatus(
                 level=bytes([1]), name=f"{self.get_fully_qualified_name().lstrip('/')}: tf input",
                 message=f"{listener.rejected} transforms rejected; last: {listener.last_rejection}",
                 hardware_id="selfocc"))
         self.pub_diag.publish(arr)
+
+
+def DiagStatus_msg(s: DiagStatus, prefix: str) -> DiagnosticStatus:  # noqa: N802 (a message factory)
+    return DiagnosticStatus(level=bytes([s.level]), name=f"{prefix}: {s.name}", message=s.message, hardware_id="selfocc",
+                            values=[KeyValue(key=k, value=v) for k, v in s.values.items()])
 
 
 def _np(x):
@@ -328,9 +549,18 @@ def _np(x):
     return np.asarray(x)
 
 
-def main(args=None) -> int:
-    """Entry point: configure (load the model), activate, spin. A bad checkpoint exits with status 1."""
-    with rclpy.init(args=args):
+def main(args=None, exit_process: bool = True) -> int:
+    """Entry point: configure (load the model), activate, spin until SIGINT/SIGTERM; exit status 0.
+
+    A bad checkpoint exits with status 1. Shutdown (see selfocc_ros/shutdown.py): the signal only
+    sets a flag, then inputs stop, the worker finishes its set without publishing, the node and
+    the context go, in that order; a worker still inside a long ``predict`` after 1 s is not
+    waited for. ``exit_process``: then end the process at once (``shutdown.exit_now``) instead of
+    returning, so that finalizing the interpreter neither delays the exit nor runs under a
+    still-busy worker.
+    """
+    stop = ShutdownRequest().install()
+    with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO) as init:
         node = OccupancyNode()
         try:
             node.configure()
@@ -339,12 +569,18 @@ def main(args=None) -> int:
             node.destroy_node()
             return 1
         node.activate()
-        try:
-            rclpy.spin(node)
-        except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-            pass
-        finally:
-            node.destroy_node()
+        executor = rclpy.executors.SingleThreadedExecutor()
+        executor.add_node(node)
+        stop.mark_ready()
+        while not stop.requested() and init.context.ok():
+            executor.spin_once(timeout_sec=0.1)
+        node.get_logger().info(f"shutting down ({stop.describe()})")
+        node.deactivate(worker_timeout=1.0)
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=0.5)
+        node.destroy_node()
+    if exit_process:
+        exit_now(0)
     return 0
 
 

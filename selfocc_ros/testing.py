@@ -71,7 +71,7 @@ class StandInPrediction:
     labels: torch.Tensor
     confidence: torch.Tensor
     sdf: torch.Tensor
-    depth: torch.Tensor
+    depth: Optional[torch.Tensor]
     camera_names: list[str] = field(default_factory=list)
 
 
@@ -83,8 +83,11 @@ class StandInPredictor:
     def __init__(self, grid: VoxelGridSpec = VoxelGridSpec(-8.0, 8.0, -8.0, 8.0, -1.0, 1.4, 0.4), delay_s: float = 0.0):
         self.grid = grid
         self.delay_s = delay_s
+        self.calls: list[dict] = []  # the keyword arguments of every predict call
 
-    def predict(self, frame) -> StandInPrediction:
+    def predict(self, frame, with_depth: bool = True, depth_size=None) -> StandInPrediction:
+        """``with_depth`` / ``depth_size`` as OccupancyPredictor.predict (bilinear resample of the depth)."""
+        self.calls.append({"with_depth": with_depth, "depth_size": depth_size})
         if self.delay_s:
             time.sleep(self.delay_s)
         centres = self.grid.centers(dtype=torch.float64)  # [X, Y, Z, 3] ego
@@ -100,6 +103,11 @@ class StandInPredictor:
         sdf = (world[..., 2] - 0.3).float()
         depth = (frame.images.double().mean(dim=1) * 10.0 + frame.T_ego_cam[:, 0, 3].double().view(-1, 1, 1)
                  + frame.K[:, 0, 0].double().view(-1, 1, 1) / 100.0).float()
+        if not with_depth:
+            depth = None
+        elif depth_size is not None and tuple(depth_size) != tuple(depth.shape[-2:]):
+            depth = torch.nn.functional.interpolate(depth[:, None], size=tuple(depth_size), mode="bilinear",
+                                                    align_corners=False)[:, 0]
         return StandInPrediction(self.grid, labels != FREE_LABEL, labels, confidence, sdf, depth,
                                  list(frame.camera_names))
 
@@ -123,7 +131,8 @@ class FixturePublisher:
         self.cameras = list(cameras)
         self.data = synthetic_frames(self.cameras, num_frames, height, width, seed, cache_dir)
         self.output_size = output_size  # publish images resized to (H, W) (K scaled), e.g. 900x1600
-        self._resized: dict[int, object] = {}
+        self._resized: dict[int, tuple] = {}  # frame index -> (uint8 RGB, K) as published
+        self._msgs: dict[tuple[int, int], object] = {}  # (frame, camera) -> raw Image message
         self.encoding, self.compressed = encoding, compressed
         self.faults = dict(faults or {})
         self.start_ns = start_stamp_ns if start_stamp_ns is not None else node.get_clock().now().nanoseconds
@@ -150,20 +159,31 @@ class FixturePublisher:
         self.pub_tf_static.publish(msg)
 
     def frame(self, i: int):
-        """The published frame i (resized to output_size when set)."""
+        """The published frame i (resized to output_size when set; float images made on each call)."""
         if self.output_size is None:
             return self.data.frame(i)
+        from dataclasses import replace
+
+        rgb, K = self._published(i)
+        return replace(self.data.frame(i), images=torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0, K=K)
+
+    def _published(self, i: int):
+        """(``[N, H, W, 3] uint8`` RGB, K ``[N, 3, 3]``) of frame i as published, kept per frame
+        (uint8 only: 6 x 1600x900 is 26 MB a frame, its float images 104 MB)."""
         if i not in self._resized:
-            import torch.nn.functional as F
-            from dataclasses import replace
-
-            from selfocc_core.geometry.camera import scale_intrinsics
-
             f = self.data.frame(i)
-            H, W = self.output_size
-            h, w = f.image_size
-            imgs = F.interpolate(f.images, size=(H, W), mode="bilinear", align_corners=False).clamp(0, 1)
-            self._resized[i] = replace(f, images=imgs, K=scale_intrinsics(f.K, W / w, H / h))
+            K, imgs = f.K, f.images
+            if self.output_size is not None:
+                import torch.nn.functional as F
+
+                from selfocc_core.geometry.camera import scale_intrinsics
+
+                H, W = self.output_size
+                h, w = f.image_size
+                imgs = F.interpolate(imgs, size=(H, W), mode="bilinear", align_corners=False).clamp(0, 1)
+                K = scale_intrinsics(K, W / w, H / h)
+            rgb = (imgs.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+            self._resized[i] = (rgb, K)
         return self._resized[i]
 
     def publish_frame(self, i: int) -> int:
@@ -172,12 +192,12 @@ class FixturePublisher:
 
         fault = self.faults.get(i, "")
         stamp = self.stamp_ns(i)
-        frame = self.frame(i)
+        rgb, K = self._published(i)
         now = time.monotonic()
         for due, m in [x for x in self._late_tf if x[0] <= now]:
             self.pub_tf.publish(m)
         self._late_tf = [x for x in self._late_tf if x[0] > now]
-        T_world_ego = frame.T_world_ego.double().numpy()
+        T_world_ego = self.data.frame(i).T_world_ego.double().numpy()
         tf = conv.matrix_to_transform_stamped(T_world_ego, "odom", "base_link", stamp)
         if fault == "tf_nan":
             tf.transform.translation.x = float("nan")
@@ -185,13 +205,12 @@ class FixturePublisher:
             self._late_tf.append((now + 0.5, self._TFMessage(transforms=[tf])))
         elif fault != "tf_missing":
             self.pub_tf.publish(self._TFMessage(transforms=[tf]))
-        rgb = (frame.images.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
         H, W = rgb.shape[1:3]
         for k, cam in enumerate(self.cameras):
             if self.silent_from is not None and i >= self.silent_from and k == len(self.cameras) - 1:
                 continue
             header = Header(stamp=conv.ns_to_stamp(stamp), frame_id=optical_frame(cam))
-            self.pub_info[cam].publish(conv.make_camera_info(frame.K[k].double().numpy(), H, W, header))
+            self.pub_info[cam].publish(conv.make_camera_info(K[k].double().numpy(), H, W, header))
             img = rgb[k]
             if k == 0 and fault == "size":
                 img = img[:, :-2]
@@ -199,11 +218,19 @@ class FixturePublisher:
                 msg = conv.rgb_to_compressed(img, self.compressed, header)
                 if k == 0 and fault == "corrupt":
                     msg.data = bytes(msg.data)[: len(msg.data) // 3]
-            else:
-                arr = img[..., ::-1] if self.encoding == "bgr8" else img
-                msg = conv.numpy_to_image(arr, self.encoding if self.encoding in ("rgb8", "bgr8") else "rgb8", header)
-                if k == 0 and fault == "encoding":
+            elif k == 0 and fault in ("encoding", "size"):
+                msg = conv.numpy_to_image(img[..., ::-1] if self.encoding == "bgr8" else img,
+                                          self.encoding if self.encoding in ("rgb8", "bgr8") else "rgb8", header)
+                if fault == "encoding":
                     msg.encoding = "yuv422"
+            else:  # as a camera driver with its own buffers: the pixels are not copied again per publication
+                key = (i, k)
+                if key not in self._msgs:
+                    arr = img[..., ::-1] if self.encoding == "bgr8" else img
+                    self._msgs[key] = conv.numpy_to_image(
+                        arr, self.encoding if self.encoding in ("rgb8", "bgr8") else "rgb8", header)
+                msg = self._msgs[key]
+                msg.header = header
             self.pub_img[cam].publish(msg)
         return stamp
 
@@ -214,12 +241,19 @@ class FixturePublisher:
 class OutputCollector:
     """Subscribes to the node's outputs and stores them by stamp [ns]."""
 
-    def __init__(self, node, node_fqn: str = "/selfocc_occupancy", cameras: list[str] = ()):
+    OUTPUTS = ("cloud", "markers", "grid", "depth", "diagnostics")
+
+    def __init__(self, node, node_fqn: str = "/selfocc_occupancy", cameras: list[str] = (), outputs=OUTPUTS):
+        """``outputs``: which of OUTPUTS to subscribe to (the node publishes only what has subscribers)."""
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image, PointCloud2
         from visualization_msgs.msg import MarkerArray
 
+        unknown = set(outputs) - set(self.OUTPUTS)
+        if unknown:
+            raise ValueError(f"OutputCollector: unknown outputs {sorted(unknown)} (valid: {self.OUTPUTS})")
+        self.node, self.outputs = node, tuple(outputs)
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.clouds: dict[int, object] = {}
         self.markers: dict[int, object] = {}
@@ -241,25 +275,39 @@ class OutputCollector:
             self.receive_wall_ns.setdefault(st(m.header.stamp), time.time_ns())
             keep(self.clouds)(m)
 
-        self._subs = [
-            node.create_subscription(PointCloud2, f"{node_fqn}/occupancy", keep_cloud, qos),
-            node.create_subscription(MarkerArray, f"{node_fqn}/occupancy_markers", keep(self.markers), qos),
-            node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, qos),
-        ]
-        for c in cameras:
-            self._subs.append(node.create_subscription(Image, f"{node_fqn}/depth/{c}", keep(self.depth[c]), qos))
-        try:
-            from selfocc_msgs.msg import OccupancyGrid3D
+        self._subs = []
+        if "cloud" in outputs:
+            self._subs.append(node.create_subscription(PointCloud2, f"{node_fqn}/occupancy", keep_cloud, qos))
+        if "markers" in outputs:
+            self._subs.append(node.create_subscription(MarkerArray, f"{node_fqn}/occupancy_markers", keep(self.markers), qos))
+        if "diagnostics" in outputs:
+            self._subs.append(node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, qos))
+        if "depth" in outputs:
+            for c in cameras:
+                self._subs.append(node.create_subscription(Image, f"{node_fqn}/depth/{c}", keep(self.depth[c]), qos))
+        if "grid" in outputs:
+            try:
+                from selfocc_msgs.msg import OccupancyGrid3D
 
-            self._subs.append(node.create_subscription(OccupancyGrid3D, f"{node_fqn}/grid", keep(self.grids), qos))
-        except ImportError:
-            pass
+                self._subs.append(node.create_subscription(OccupancyGrid3D, f"{node_fqn}/grid", keep(self.grids), qos))
+            except ImportError:
+                pass
+
+    def unsubscribe(self) -> None:
+        """Destroy every subscription of this collector."""
+        for sub in self._subs:
+            self.node.destroy_subscription(sub)
+        self._subs = []
 
     def complete(self, stamps, with_grid: bool = True) -> bool:
+        """Every subscribed output (the grid only ``with_grid``) has arrived for every stamp."""
+        o = self.outputs
         for s in stamps:
-            if s not in self.clouds or s not in self.markers or any(s not in d for d in self.depth.values()):
+            if ("cloud" in o and s not in self.clouds) or ("markers" in o and s not in self.markers):
                 return False
-            if with_grid and s not in self.grids:
+            if "depth" in o and any(s not in d for d in self.depth.values()):
+                return False
+            if with_grid and "grid" in o and s not in self.grids:
                 return False
         return True
 

@@ -79,9 +79,13 @@ def spin_until(executor, predicate, timeout: float, step: float = 0.05) -> bool:
     return predicate()
 
 
+MARKER_DEFAULTS = {"max_range": 30.0, "max_count": 5000, "surface_only": True}  # the node's parameter defaults
+
+
 def check_outputs_match(collector, stamp: int, pred, cameras, base_frame="base_link", depth_atol=1e-3,
-                        min_label_agreement=0.999):
-    """Assert that the outputs with ``stamp`` equal the offline prediction ``pred``."""
+                        min_label_agreement=0.999, markers=MARKER_DEFAULTS):
+    """Assert that the outputs with ``stamp`` equal the offline prediction ``pred`` (``markers``:
+    the node's marker selection, conversions.marker_voxels arguments)."""
     labels = pred.labels.numpy().astype(np.uint8)
     # dense grid message
     if collector.grids:
@@ -103,11 +107,16 @@ def check_outputs_match(collector, stamp: int, pred, cameras, base_frame="base_l
     n = max(len(want), 1)
     assert len(got ^ want) <= (1 - min_label_agreement) * labels.size, f"{len(got ^ want)} of {n} cloud points differ"
     assert all(int(x) != FREE_LABEL for x in arr["label"])
-    # markers: DELETEALL + per-class cube lists with the same voxel count
-    markers = collector.markers[stamp].markers
-    assert markers[0].action == 3
-    assert sum(len(m.points) for m in markers[1:]) == len(arr)
-    assert all(m.header.frame_id == base_frame and conv.stamp_to_ns(m.header.stamp) == stamp for m in markers[1:])
+    # markers: DELETEALL + per-class cube lists of the selected (surface, in range, capped) voxels
+    msgs = collector.markers[stamp].markers
+    assert msgs[0].action == 3
+    mxyz, mlab = conv.marker_voxels(labels, pred.grid.lower, pred.grid.voxel_size, **markers)
+    want = {(round(float(a), 3), round(float(b), 3), round(float(c), 3), int(l)) for (a, b, c), l in zip(mxyz, mlab)}
+    got = {(round(p.x, 3), round(p.y, 3), round(p.z, 3), m.id) for m in msgs[1:] for p in m.points}
+    assert sum(len(m.points) for m in msgs[1:]) == len(got)
+    assert len(got ^ want) <= (1 - min_label_agreement) * labels.size, f"{len(got ^ want)} of {len(want)} marker cubes differ"
+    assert 0 < len(got) <= len(arr) and len(got) <= markers["max_count"]
+    assert all(m.header.frame_id == base_frame and conv.stamp_to_ns(m.header.stamp) == stamp for m in msgs[1:])
     # depth images: camera header, values
     for k, cam in enumerate(cameras):
         img = collector.depth[cam][stamp]

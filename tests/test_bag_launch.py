@@ -19,11 +19,11 @@ LAUNCH = REPO / "launch" / "replay.launch.py"
 
 def test_replay_launch_compiles_and_names_what_exists(tmp_path):
     py_compile.compile(str(LAUNCH), cfile=str(tmp_path / "replay.pyc"), doraise=True)
-    tree = ast.parse(LAUNCH.read_text())
-    declared = [n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call)
-                and getattr(n.func, "id", "") == "DeclareLaunchArgument"]
-    assert declared == ["bag", "rate", "loop", "start_offset", "player", "config", "checkpoint", "namespace",
-                        "rviz", "rviz_config"]
+    from test_ros_launch import declared_launch_arguments
+
+    assert declared_launch_arguments(LAUNCH) == [
+        "bag", "rate", "loop", "start_offset", "player", "config", "checkpoint", "camera_names", "image_transport",
+        "base_frame", "odom_frame", "device", "namespace", "rviz", "rviz_config"]
     text = LAUNCH.read_text()
     # includes the node's launch file with sim time, falls back to our player executable
     assert '"launch", "occ.launch.py"' in text and (REPO / "launch" / "occ.launch.py").is_file()

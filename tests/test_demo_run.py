@@ -65,6 +65,32 @@ def test_demo_with_checkpoint_on_real_nuscenes(tmp_path, real_data_dir, capsys):
     assert "=== selfocc demo ===" in text and "AbsRel" in text
 
 
+def test_demo_with_checkpoint_on_synthetic_reports_scores_beside_references(tmp_path, capsys):
+    torch.manual_seed(0)
+    cfg = _config()
+    ckpt = tmp_path / "init.pt"
+    save_checkpoint(ckpt, model=SelfOccModel(cfg.model), config=cfg, step=0, with_rng=False)
+    out = tmp_path / "out"
+    rc = selfocc_main(["demo", "--ckpt", str(ckpt), "--data", f"synthetic:frames=1,cache_dir={tmp_path / 'cache'}",
+                       "--out", str(out), "--eval-frames", "1", "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    for run in ("trained", "untrained_baseline"):
+        box = m[run]["occupancy_scores"]["model_box"]
+        assert set(box) >= {"model", "flat_ground", "perfect_ground"}
+        assert "ray_iou" in box["model"] and "by_range" in box["model"]["above_ground"]
+        assert m[run]["occupancy_scores"]["benchmark_grid"]["num_voxels"] > box["num_voxels"]
+        assert m[run]["depth_ranges"]["max_depth"] == 25.6  # the demo caps depth at the box's half-width
+    # the same references on the same voxels in both runs
+    assert (m["trained"]["occupancy_scores"]["model_box"]["perfect_ground"]
+            == m["untrained_baseline"]["occupancy_scores"]["model_box"]["perfect_ground"])
+    text = capsys.readouterr().out
+    assert "occupancy in the model's box" in text and "occupancy on the whole GT grid" in text
+    header = next(ln for ln in text.splitlines() if "perfect ground" in ln)
+    assert header.split() == ["trained", "untrained", "flat", "ground", "perfect", "ground"]
+    assert "RayIoU (geometry)" in text and "outside the model's box" in text
+
+
 def test_demo_bad_arguments(tmp_path, capsys):
     assert selfocc_main(["demo", "--ckpt", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o")]) == 2
     assert "none.pt" in capsys.readouterr().err

@@ -182,3 +182,77 @@ def test_plane_pillars_and_camera_visibility_follow_ego_axes():
     clear = (x - y.abs()).abs() > 1e-3  # skip pillars exactly on the field-of-view edge
     assert clear.sum() > 300
     assert torch.equal(mask[0, 0][clear], (x > y.abs())[clear])
+
+
+# ----------------------------------------------------------------------------- levels in one grid_sample
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_levels_equal_per_level_sampling(dtype):
+    from selfocc_core.model.deformable_attention import ms_deform_attn_per_level
+
+    g = torch.Generator().manual_seed(3)
+    B, Q, M, Dh, P = 2, 40, 3, 4, 5
+    shapes = [(12, 20), (6, 10), (3, 5), (1, 2)]
+    values = [torch.randn(B, M, Dh, h, w, generator=g, dtype=dtype) for h, w in shapes]
+    loc = torch.rand(B, Q, M, len(shapes), P, 2, generator=g, dtype=dtype) * 1.6 - 0.3  # in, on and past the edges
+    loc[0, 0, 0, :, 0] = torch.tensor([1.0, 1.0], dtype=dtype)  # exactly on the far border
+    w = torch.rand(B, Q, M, len(shapes), P, generator=g, dtype=dtype)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(ms_deform_attn(values, loc, w), ms_deform_attn_per_level(values, loc, w),
+                               rtol=tol, atol=tol)
+
+
+def test_padded_projection_equals_per_level_projection():
+    from selfocc_core.model.deformable_attention import PaddedMaps
+
+    torch.manual_seed(0)
+    attn = DeformableAttention(16, 4, 2, 1, 2, value_dim=8)
+    torch.nn.init.normal_(attn.value_proj.bias)  # a non-zero bias must not leak into the padding
+    maps = [torch.randn(3, 8, 6, 10), torch.randn(3, 8, 3, 5)]
+    for stack in (attn.project_values(maps), attn.project_values(PaddedMaps.of(maps))):
+        for lvl, m in enumerate(maps):
+            want = torch.nn.functional.conv2d(m, attn.value_proj.weight[:, :, None, None], attn.value_proj.bias)
+            torch.testing.assert_close(stack.level(lvl), want.view(3, 4, 4, *m.shape[-2:]))
+        assert (stack.maps[:, 1, :, :, 3:, :] == 0).all() and (stack.maps[:, 1, :, :, :, 5:] == 0).all()
+
+
+def test_model_output_equals_the_per_level_implementation(monkeypatch):
+    """The whole TPV lifter with the fused sampler against the same weights with one grid_sample
+    per level (the implementation before the fusion)."""
+    import selfocc_core.model.deformable_attention as da
+    from selfocc_core.model.tpv_lifter import TPVLifter
+    from selfocc_core.training.config import load_experiment_config
+    from test_predictor_core import make_frame
+
+    cfg = load_experiment_config("tiny_synth", ["model.tpv_h=8", "model.tpv_w=8"]).model
+    torch.manual_seed(0)
+    lifter = TPVLifter(cfg).eval()
+    for mod in lifter.modules():  # non-trivial offsets and weights
+        if isinstance(mod, DeformableAttention):
+            torch.nn.init.normal_(mod.sampling_offsets.weight, std=0.5)
+            torch.nn.init.normal_(mod.attention_weights.weight, std=0.5)
+    frame = make_frame()
+    feats = [torch.randn(3, cfg.fpn_channels, 8, 14), torch.randn(3, cfg.fpn_channels, 4, 7)]
+    args = (feats, frame.K[None], frame.T_ego_cam[None], frame.image_size)
+    with torch.no_grad():
+        fused = lifter(*args)
+        monkeypatch.setattr(da, "ms_deform_attn", lambda stack, loc, w: da.ms_deform_attn_per_level(
+            [stack.level(i) for i in range(stack.num_levels)], loc, w))
+        ref = lifter(*args)
+    for a, b in zip((fused.xy, fused.yz, fused.xz), (ref.xy, ref.yz, ref.xz)):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_pillars_of_the_three_planes_projected_at_once_equal_one_by_one():
+    from selfocc_core.model.tpv_lifter import PLANES, TPVLifter
+    from selfocc_core.training.config import load_experiment_config
+    from test_predictor_core import make_frame
+
+    lifter = TPVLifter(load_experiment_config("tiny_synth", ["model.tpv_h=8", "model.tpv_w=8"]).model)
+    f = make_frame()
+    together = lifter._project_pillars(f.K[None], f.T_ego_cam[None], f.image_size)
+    for p in PLANES:
+        ref, mask = project_reference_points(getattr(lifter, f"pillar_{p}"), f.K[None], f.T_ego_cam[None], f.image_size)
+        assert torch.equal(together[p][0], ref) and torch.equal(together[p][1], mask) and mask.any()

@@ -33,6 +33,8 @@ def test_bench_cli_writes_consistent_json(tmp_path, capsys, config):
         assert m["iters"] == 2 and m["min_ms"] <= m["p50_ms"] <= m["p95_ms"]
         assert m["fps"] > 0 and m["peak_memory_mb"] > 0
         assert set(m["stages_median_ms"]) >= {"network", "depth", "total"}
+        n = m["launches_per_prediction"]
+        assert n["cpu_proxy_ops"] > 50 and n["host_syncs"] >= 0 and "cuda_kernels" not in n
     if not extra:
         eager, fast = r["predictor"]["eager_fp32"], r["predictor"]["optimized_trace_fp32"]
         assert fast["agreement_with_eager"]["occupancy_agreement"] >= 0.99
@@ -54,6 +56,23 @@ def test_bench_rejects_missing_cuda_and_bad_iters(tmp_path, capsys):
         assert "CUDA is not available" in capsys.readouterr().err
     assert selfocc_main(["bench", "--iters", "0", "--json", str(tmp_path / "x.json")]) == 2
     assert not (tmp_path / "x.json").exists()
+
+
+def test_kernel_launch_count_is_the_ops_that_run_kernels():
+    """A hand-countable predictor: 3 elementwise kernels (mul, add, exp) and 1 host sync per call;
+    views, allocations and dtype no-ops do not count."""
+    import torch
+
+    class Tiny:
+        device = torch.device("cpu")
+
+        def predict(self, frame):
+            x = frame.view(2, 2).t().to(torch.float32)  # views + a no-op .to: no kernel
+            y = torch.exp(x * 2.0 + 1.0)
+            return float(y.sum() > 0)  # sum is a kernel too; float() reads it: one sync
+
+    n = bench.count_kernel_launches(Tiny(), torch.ones(4))
+    assert n == {"cpu_proxy_ops": 5, "host_syncs": 1}  # mul, add, exp, sum, gt
 
 
 def test_stats_percentiles_by_hand():

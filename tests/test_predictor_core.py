@@ -84,14 +84,14 @@ def test_occupancy_of_known_ground_plane(predictor):
     assert pred.grid == grid and pred.occupied.shape == grid.shape
     assert pred.occupied.dtype == torch.bool and pred.labels.dtype == torch.uint8
     z = grid.centers()[..., 2]
-    expected = z - GROUND <= 0  # layers 0..2 occupied, the rest free
+    expected = z - GROUND <= grid.voxel_size / 4  # layers 0..2 occupied (the road layer too), the rest free
     assert (pred.occupied == expected).all()
     assert (pred.labels[pred.occupied] == 0).all() and (pred.labels[~pred.occupied] == FREE_LABEL).all()
     assert pred.class_names == ("occupied",) and not pred.has_semantics
     assert torch.allclose(pred.sdf, z - GROUND, atol=0.05)
-    # confidence is the probability of the reported state: sigmoid(|sdf| * s), s capped at 4 per voxel
+    # confidence is the probability of the reported state: sigmoid(|sdf - voxel/4| * s), s capped at 4 per voxel
     s = min(float(predictor.model.inv_s().detach()), 4.0 / grid.voxel_size)
-    assert torch.allclose(pred.confidence, torch.sigmoid(pred.sdf.abs() * s), atol=1e-5)
+    assert torch.allclose(pred.confidence, torch.sigmoid((pred.sdf - grid.voxel_size / 4).abs() * s), atol=1e-5)
     assert set(pred.timings) == {"preprocess", "network", "occupancy", "depth", "total"}
 
 
@@ -232,6 +232,6 @@ def test_semantic_head_labels_and_confidence(tmp_path):
     assert (pred.labels == expected).all()
     assert len(torch.unique(pred.labels[pred.occupied])) > 1
     s = min(float(p.model.inv_s().detach()), 4.0 / p.grid.voxel_size)
-    p_state = torch.sigmoid(pred.sdf.abs() * s)
+    p_state = torch.sigmoid((pred.sdf - p.grid.voxel_size / 4).abs() * s)
     assert torch.allclose(pred.confidence[pred.occupied], (p_state * probs.max(0).values)[pred.occupied], atol=1e-5)
     assert torch.allclose(pred.confidence[~pred.occupied], p_state[~pred.occupied], atol=1e-5)

@@ -76,13 +76,14 @@ def test_strided_grid_centres_and_random_offsets_stay_in_cells():
         ray_grid_shape((4, 4), 8)
     px = ray_grid_pixels((8, 12), 4)
     assert px.shape == (2 * 3, 2)
-    torch.testing.assert_close(px[0], torch.tensor([1.5, 1.5]))
-    torch.testing.assert_close(px[4], torch.tensor([5.5, 5.5]))  # row 1, column 1
+    torch.testing.assert_close(px[0], torch.tensor([2.0, 2.0]))  # pixel centres, not the cells' corner points
+    torch.testing.assert_close(px[4], torch.tensor([6.0, 6.0]))  # row 1, column 1
+    torch.testing.assert_close(ray_grid_pixels((9, 9), 3)[4], torch.tensor([4.0, 4.0]))  # odd stride: the middle pixel
     g = torch.Generator().manual_seed(0)
     rnd = ray_grid_pixels((8, 12), 4, (2, 3), True, generator=g)
     assert rnd.shape == (2, 3, 6, 2)
     cell = torch.floor((rnd + 0.5) / 4)
-    torch.testing.assert_close(cell, (px - 1.5).div(4).expand_as(cell))
+    torch.testing.assert_close(cell, (px - 2.0).div(4).expand_as(cell))
     assert rnd.std(dim=(0, 1)).min() > 0.3  # offsets differ between rays
 
 

@@ -29,22 +29,83 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def declared_launch_arguments(path: Path) -> list[str]:
+    """Names of DeclareLaunchArgument calls in a launch file, in order (NODE_ARGUMENTS expanded)."""
+    from selfocc_ros.launch_helpers import NODE_ARGUMENTS
+
+    names = []
+    calls = [n for n in ast.walk(ast.parse(path.read_text()))
+             if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DeclareLaunchArgument"]
+    for n in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):  # source order
+        arg = n.args[0]
+        names.extend([arg.value] if isinstance(arg, ast.Constant) else list(NODE_ARGUMENTS))
+    return names
+
+
+OCC_ARGUMENTS = ["config", "checkpoint", "camera_names", "image_transport", "base_frame", "odom_frame", "device",
+                 "namespace", "use_sim_time", "rviz", "rviz_config", "dds_profile"]
+
+
 def test_launch_file_compiles_and_declares_arguments(tmp_path):
     py_compile.compile(str(LAUNCH), cfile=str(tmp_path / "occ.pyc"), doraise=True)
     tree = ast.parse(LAUNCH.read_text())
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
-    declared = [n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call)
-                and getattr(n.func, "id", "") == "DeclareLaunchArgument"]
-    assert declared == ["config", "checkpoint", "namespace", "use_sim_time", "rviz", "rviz_config", "dds_profile"]
-    # what it names exists: the executable (installed to lib/selfocc_ros by setup.py), config, rviz config
+    assert declared_launch_arguments(LAUNCH) == OCC_ARGUMENTS
+    # what it names exists: the executable (installed to lib/selfocc_ros), config, rviz config
     text = LAUNCH.read_text()
     assert 'executable="occupancy_node"' in text and (REPO / "scripts" / "occupancy_node").is_file()
     assert '"config", "occ.yaml"' in text and CONFIG.is_file()
     assert '"rviz", "selfocc.rviz"' in text and RVIZ.is_file()
     assert '"config", "fastdds_large_images.xml"' in text and DDS_PROFILE.is_file()
-    setup = (REPO / "setup.py").read_text()
-    for pattern in ('glob("launch/*.launch.py")', 'glob("config/*.yaml")', 'glob("config/*.xml")', 'glob("rviz/*.rviz")'):
-        assert pattern in setup, pattern
+    # installed the same way by pip (pyproject data-files) and by colcon (ros/selfocc_ros/CMakeLists.txt)
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for pattern in ('"launch/*.launch.py"', '"config/*.yaml"', '"config/*.xml"', '"rviz/*.rviz"', '"scripts/*"'):
+        assert pattern in pyproject, pattern
+    cmake = (REPO / "ros" / "selfocc_ros" / "CMakeLists.txt").read_text()
+    for pattern in ('"${REPO}/launch"', '"${REPO}/config"', '"${REPO}/rviz"', '"${REPO}/scripts/occupancy_node"',
+                    '"${REPO}/scripts/bag_player"'):
+        assert pattern in cmake, pattern
+
+
+def test_launch_arguments_become_node_parameters():
+    """Only the launch arguments given override the parameter file; camera_names parses as a list."""
+    from selfocc_ros.launch_helpers import node_overrides, parse_camera_names
+
+    assert node_overrides({"checkpoint": "m.pt", "use_sim_time": "false", "camera_names": ""}) == {
+        "use_sim_time": False, "checkpoint": "m.pt"}
+    got = node_overrides({"checkpoint": "m.pt", "use_sim_time": "true", "camera_names": "[CAM_FRONT, CAM_BACK]",
+                          "base_frame": "velodyne", "image_transport": "compressed", "device": "cpu"})
+    assert got == {"use_sim_time": True, "checkpoint": "m.pt", "camera_names": ["CAM_FRONT", "CAM_BACK"],
+                   "base_frame": "velodyne", "image_transport": "compressed", "device": "cpu"}
+    assert parse_camera_names("CAM_FRONT,CAM_BACK") == parse_camera_names("CAM_FRONT CAM_BACK") == ["CAM_FRONT", "CAM_BACK"]
+    with pytest.raises(ValueError, match="camera_names"):
+        parse_camera_names("[CAM_FRONT, [x]]")
+    with pytest.raises(ValueError, match="true or false"):
+        node_overrides({"use_sim_time": "maybe"})
+
+
+def test_rviz_true_without_rviz_is_refused_before_anything_starts(tmp_path, monkeypatch):
+    """rviz:=true needs the rviz2 package (ament index + executable); else a message, nothing started."""
+    from selfocc_ros.launch_helpers import rviz_problem
+
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "empty"))
+    assert rviz_problem("false") == ""
+    msg = rviz_problem("true")
+    assert "rviz:=true" in msg and "rviz2" in msg and "rviz:=false" in msg and "nothing was started" in msg
+    prefix = tmp_path / "ros"
+    (prefix / "share" / "ament_index" / "resource_index" / "packages").mkdir(parents=True)
+    (prefix / "share" / "ament_index" / "resource_index" / "packages" / "rviz2").touch()
+    assert rviz_problem("true")  # indexed but without its executable
+    exe = prefix / "lib" / "rviz2" / "rviz2"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", f"{tmp_path / 'empty'}:{prefix}")
+    assert rviz_problem("true") == ""
+    # both launch files check before they start anything (the check comes first in the description)
+    for launch in (LAUNCH, REPO / "launch" / "replay.launch.py"):
+        text = launch.read_text()
+        assert "rviz_problem(" in text and "raise RuntimeError(problem)" in text, launch
 
 
 def test_dds_profile_is_valid_fastdds_xml():
@@ -68,7 +129,7 @@ def test_generate_launch_description():
     spec.loader.exec_module(mod)
     ld = mod.generate_launch_description()
     names = [a.name for a in ld.get_launch_arguments()]
-    assert names == ["config", "checkpoint", "namespace", "use_sim_time", "rviz", "rviz_config", "dds_profile"]
+    assert names == OCC_ARGUMENTS
 
 
 @pytest.mark.ros
@@ -77,8 +138,7 @@ def test_param_file_is_ros_yaml_and_matches_declared_parameters():
     params = data["/**"]["ros__parameters"]
     flat = _flatten(params)
     assert flat["base_frame"] == "base_link" and flat["odom_frame"] == "odom"
-    cams = flat["camera_names"]
-    assert len(cams) == 6 and all(f"cameras.{c}.image_topic" in flat for c in cams)
+    assert "camera_names" not in flat  # unset: the checkpoint's cameras (the README's command works as is)
 
     rclpy = pytest.importorskip("rclpy")
     from selfocc_ros.occupancy_node import OccupancyNode

@@ -48,7 +48,8 @@ def ros_msgs():
 class Graph:
     """Fixture publisher + occupancy node + collector in one context, spun by a background executor."""
 
-    def __init__(self, predictor=None, faults=None, compressed="", params=None, num_frames=NUM_FRAMES, cams=CAMS):
+    def __init__(self, predictor=None, faults=None, compressed="", params=None, num_frames=NUM_FRAMES, cams=CAMS,
+                 outputs=OutputCollector.OUTPUTS):
         from selfocc_ros.occupancy_node import OccupancyNode
 
         self.ctx = rclpy.Context()
@@ -70,15 +71,18 @@ class Graph:
         for i in range(num_frames):  # render up front so playing is fast and timing-stable
             self.fixture.frame(i)
         self.sub_node = rclpy.create_node("collector", context=self.ctx)
-        self.out = OutputCollector(self.sub_node, "/selfocc_occupancy", cams)
+        self.out = OutputCollector(self.sub_node, "/selfocc_occupancy", cams, outputs=outputs)
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.ctx)
         for n in (self.node, self.pub_node, self.sub_node):
             self.executor.add_node(n)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
         # discovery: wait until the node's image subscriptions see the publishers
+        n = self.node
+        watched = [p for o, p in (("cloud", n.pub_cloud), ("markers", n.pub_markers), ("grid", n.pub_grid))
+                   if o in outputs and p is not None] + (list(n.pub_depth.values()) if "depth" in outputs else [])
         spin_until(None, lambda: all(p.get_subscription_count() > 0 for p in self.fixture.pub_img.values())
-                   and self.node.pub_cloud.get_subscription_count() > 0, 10.0)
+                   and all(p.get_subscription_count() > 0 for p in watched), 10.0)
 
     def play(self, i, wait_output=True, timeout=10.0):
         stamp = self.fixture.publish_frame(i)
@@ -287,7 +291,15 @@ def test_tf_listener_gets_static_transforms_published_before_it_started(ros_msgs
         ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
         ex.add_node(pub)
         ex.add_node(late)
-        assert spin_until(ex, lambda: buffer.can_transform("base_link", "cam_optical_frame", 0), 10.0)
+        def can_lookup(target, source):  # through the API both backends share (tf2_ros.Buffer needs rclpy Time)
+            try:
+                lookup(target, source, 0)
+                return True
+            except Exception:
+                return False
+
+        assert spin_until(ex, lambda: can_lookup("base_link", "cam_optical_frame"), 10.0)
+        assert listener.static_updates == 1
         np.testing.assert_allclose(lookup("base_link", "cam_optical_frame", 123), T, atol=1e-9)
         good = conv.matrix_to_transform_stamped(np.eye(4), "odom", "base_link", 5 * 10**9)
         bad = conv.matrix_to_transform_stamped(np.eye(4), "odom", "base_link", 6 * 10**9)
@@ -332,3 +344,90 @@ def test_node_runs_without_the_grid_message(graph_factory, monkeypatch):
     stamp = g.play(0)
     check_outputs_match(g.out, stamp, StandInPredictor().predict(g.fixture.frame(0)), CAMS)
     assert not g.out.grids
+
+
+def _set_parameters(client_node, executor_spin, target: str, params: dict):
+    """What `ros2 param set` does: the node's SetParameters service. -> [SetParametersResult]."""
+    from rcl_interfaces.srv import SetParameters
+
+    cli = client_node.create_client(SetParameters, f"{target}/set_parameters")
+    assert spin_until(None, lambda: cli.wait_for_service(timeout_sec=0.1), 10.0)
+    req = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in params.items()])
+    fut = cli.call_async(req)
+    assert spin_until(None, fut.done, 10.0)
+    client_node.destroy_client(cli)
+    return fut.result().results
+
+
+def test_param_set_applies_at_run_time_or_is_refused(graph_factory):
+    """`ros2 param set`: run-time parameters take effect on the next set; read-only ones are refused."""
+    g = graph_factory()
+    s0 = g.play(0)
+    assert s0 in g.out.markers
+    res = _set_parameters(g.sub_node, None, "/selfocc_occupancy", {"publish.markers": False, "sync.slop": 0.02})
+    assert all(r.successful for r in res), res
+    assert g.node._sync.slop == pytest.approx(0.02)
+    s1 = g.fixture.publish_frame(1)
+    assert spin_until(None, lambda: s1 in g.out.clouds and all(s1 in g.out.depth[c] for c in CAMS), 10.0)
+    time.sleep(0.3)
+    assert s1 not in g.out.markers  # switched off
+    res = _set_parameters(g.sub_node, None, "/selfocc_occupancy", {"publish.markers": True, "camera_timeout": 3.0})
+    assert all(r.successful for r in res), res
+    assert g.node.stats.camera_timeout == 3.0
+    g.play(2)  # complete output again, markers included
+    for name, value in (("checkpoint", "/tmp/other.pt"), ("base_frame", "map"), ("sync.queue_size", 3),
+                        ("camera_names", ["CAM_FRONT"])):
+        (r,) = _set_parameters(g.sub_node, None, "/selfocc_occupancy", {name: value})
+        assert not r.successful and r.reason, name
+        assert "read-only" in r.reason or "fixed" in r.reason, (name, r.reason)
+    (r,) = _set_parameters(g.sub_node, None, "/selfocc_occupancy", {"sync.slop": -1.0})
+    assert not r.successful and "sync.slop must be > 0" in r.reason
+    assert g.node.get_parameter("base_frame").value == "base_link"
+
+
+def test_empty_camera_names_take_the_checkpoints_cameras(ros_msgs, tmp_path):
+    """The README's command with the README's checkpoint: no camera_names -> the checkpoint's, in order."""
+    from selfocc_ros.occupancy_node import OccupancyNode
+
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=test_domain_id(),
+               args=["--ros-args", "-p", "cameras.CAM_FRONT_LEFT.image_topic:=/left/image_raw"])
+    try:
+        node = OccupancyNode(context=ctx, parameter_overrides=[
+            Parameter("checkpoint", value=str(ckpt)), Parameter("device", value="cpu")])
+        node.configure()
+        assert [c.name for c in node.cameras] == TINY_CAMS
+        assert list(node.get_parameter("camera_names").value) == TINY_CAMS
+        assert node.cameras[1].image_topic == "/left/image_raw"  # per-camera overrides still apply
+        assert node.cameras[0].image_topic == "/CAM_FRONT/image_raw"
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+@pytest.mark.parametrize("shift_m", [0.0, 1.65])
+def test_wrong_ego_frame_is_reported_against_the_training_rig(graph_factory, shift_m):
+    """The checkpoint's training rig vs TF: equal -> OK; base_frame 1.65 m off (KITTI's Velodyne
+    frame vs the ground under the camera) -> ERROR diagnostic naming both transforms."""
+    pred = StandInPredictor()
+
+    def rig_for(g):
+        T_ego_cam = g.fixture.data.T_ego_cam.double().clone()
+        T_ego_cam[:, 2, 3] -= shift_m  # the training ego frame sat 1.65 m higher than base_link
+        return {"camera_names": list(CAMS), "T_ego_cam": T_ego_cam, "ground_z": 0.0}
+
+    pred.training_rig = None
+    g = graph_factory(predictor=pred)
+    pred.training_rig = rig_for(g)  # as OccupancyPredictor.training_rig reads it from the checkpoint
+    g.play(0)
+    assert spin_until(None, lambda: (s := g.out.status("camera rig")) is not None, 5.0)
+    status = g.out.status("camera rig")
+    if shift_m == 0.0:
+        assert status.level == bytes([0]), status.message
+    else:
+        assert status.level == bytes([2]), status.message
+        msg = status.message
+        assert "TF base_link <- cam_front_optical_frame" in msg and "trained with T_ego_cam" in msg, msg
+        assert "differs by 1.650 m" in msg and "not the training ego frame" in msg, msg
+        assert len(status.values) == len(CAMS)

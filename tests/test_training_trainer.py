@@ -128,6 +128,39 @@ def test_evaluate_reports_depth_and_occupancy(tmp_path):
     assert evaluate(tr.model, FakeDataset(2, with_gt=False), cfg, torch.device("cpu"), 2) == {}
 
 
+class _PoleDataset(FakeDataset):
+    """FakeDataset (GT: the road layer z in [-1.6, 0) of a 16 x 16 x 3 grid of 1.6 m voxels) plus a
+    pole in the two layers above it at x, y in [4.8, 6.4) x [0, 1.6) (6-7 m from the ego)."""
+
+    def __getitem__(self, i):
+        s = super().__getitem__(i)
+        s.gt.occ_semantics[11, 8, 1:] = 15
+        return s
+
+
+def test_evaluate_scores_against_references_on_the_same_voxels(tmp_path):
+    cfg = micro_config()  # ground_height 0: the flat ground claims layers 0 and 1 (lower faces -1.6, 0)
+    tr = make_trainer(tmp_path, cfg)
+    m = evaluate(tr.model, _PoleDataset(2, with_gt=True), cfg, torch.device("cpu"), 2, stride=4)
+    # the untrained field is the plane z = 0: the road layer exactly (centre -0.8), the pole missed
+    assert m["occ/iou"] == pytest.approx(256 / 258) and m["occ/precision"] == 1.0
+    # the flat ground: the road and the pole's lower voxel (TP 257) and 255 empty voxels of layer 1
+    assert m["flat_ground/iou"] == pytest.approx(257 / 513) == m["occ/ground_plane_iou"]
+    # the ground layer (flat layer + ground classes) holds the pole's lower voxel: GT's own ground is 257 voxels
+    assert m["perfect_ground/iou"] == pytest.approx(257 / 258) and m["perfect_ground/precision"] == 1.0
+    # above the ground layer only the pole's top voxel (layer 2) is scored: everyone misses it
+    for p in ("occ/", "flat_ground/", "perfect_ground/"):
+        assert m[f"{p}above_ground_recall"] == 0.0 and m[f"{p}above_ground_iou"] == 0.0
+        assert m[f"{p}above_ground_iou_0-10m"] == 0.0 and math.isnan(m[f"{p}above_ground_iou_10-20m"])
+    # RayIoU: the model sees the road where GT does; the flat ground's layer 1 holds the camera
+    # (z = 1.5) and ends every ray in the camera's own voxel
+    assert m["perfect_ground/rayiou"] >= m["occ/rayiou"] > m["flat_ground/rayiou"]
+    assert 0 < m["occ/rayiou@4"] <= 1
+    # depth: GT at 6 m, inside the 12.8 m box and below the 25 m cap
+    assert m["depth/share_outside_box"] == 0 and m["depth/share_beyond_cap"] == 0
+    assert math.isfinite(m["depth/abs_rel_0-10m"]) and math.isnan(m["depth/abs_rel_10-20m"])
+
+
 def test_checkpoint_atomic_and_load_errors(tmp_path, monkeypatch):
     cfg = micro_config()
     tr = make_trainer(tmp_path / "run", cfg)

@@ -37,12 +37,13 @@ def _image(phase: float) -> torch.Tensor:
     return torch.stack([r, g, b])[None]  # [1, 3, H, W]
 
 
-def make_frame(i: int, seg: bool = False) -> Frame:
+def make_frame(i: int, seg: bool = False, x: float | None = None) -> Frame:
+    """Frame i of a 1-camera drive at ``x`` metres along the road (default: 1 m per frame)."""
     K = torch.tensor([[30.0, 0.0, (W - 1) / 2], [0.0, 30.0, (H - 1) / 2], [0.0, 0.0, 1.0]])[None]
     T_ego_cam = torch.tensor(T_FLU_OPTICAL, dtype=torch.float32)
     T_ego_cam[:3, 3] = torch.tensor([1.0, 0.0, 1.5])
     T_world_ego = torch.eye(4)
-    T_world_ego[0, 3] = 1.0 * i  # drives forward 1 m per frame
+    T_world_ego[0, 3] = 1.0 * i if x is None else x
     seg_labels = None
     if seg:
         seg_labels = torch.full((1, H, W), 255, dtype=torch.long)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build msg/ (selfocc_msgs, tf2_msgs stand-in) with the PyPI ROS wheels: see selfocc_ros/msg_build.py.
+"""Build ros/selfocc_msgs (+ the tf2_msgs stand-in where no real one exists) with the PyPI ROS wheels: see selfocc_ros/msg_build.py.
 
     python tools/build_msgs.py [--force] [--print-env]
     eval "$(python tools/build_msgs.py --print-env)"

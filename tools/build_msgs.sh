@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build msg/ interface packages (selfocc_msgs, tf2_msgs stand-in) without an apt ROS 2 install
+# Build ros/selfocc_msgs (+ the tf2_msgs stand-in where no real one exists) without an apt ROS 2 install
 # and print the environment to use them:   eval "$(bash tools/build_msgs.sh)"
 set -euo pipefail
 cd "$(dirname "$0")/.."

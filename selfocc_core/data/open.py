@@ -85,7 +85,7 @@ def _import(module: str, cls: str, layout: str):
 
 
 # Short spellings accepted in "synthetic:..." specs.
-SYNTHETIC_ALIASES = {"frames": "num_frames", "speed": "speed_mps", "fps": "frame_rate_hz"}
+SYNTHETIC_ALIASES = {"frames": "num_frames", "speed": "speed_mps", "fps": "frame_rate_hz", "ego": "ego_motion"}
 # Held-out drives: the val/test splits shift the seed so they never repeat a training drive.
 SYNTHETIC_SPLIT_SEED_OFFSET = {"train": 0, "val": 1000, "test": 2000}
 
@@ -104,6 +104,8 @@ def _open_synthetic(spec: str, cfg: DataConfig, split: str) -> Dataset:
     values = {
         "image_height": cfg.image_height, "image_width": cfg.image_width, "cameras": list(cfg.cameras),
         "context_offsets": list(cfg.context_offsets), "require_context": cfg.require_context, "with_gt": cfg.load_gt,
+        "min_ego_distance": cfg.min_ego_distance, "max_ego_distance": cfg.max_ego_distance,
+        "max_context_time": cfg.max_context_time,
     }
     values.update(options)
     values["seed"] = int(values.get("seed", 0)) + SYNTHETIC_SPLIT_SEED_OFFSET[split]

@@ -44,7 +44,7 @@ from selfocc_core.data.context import context_for_sequence
 from selfocc_core.data.images import resize_image
 from selfocc_core.data.sample import Frame, Sample
 from selfocc_core.geometry.camera import scale_intrinsics
-from selfocc_core.geometry.transforms import invert_transform, make_transform
+from selfocc_core.geometry.transforms import invert_transform, make_transform, matrix_to_quaternion, slerp_quaternion
 
 log = logging.getLogger(__name__)
 
@@ -346,9 +346,7 @@ class TransformTimeline:
             items.sort(key=lambda x: x[0])
             t = np.array([x[0] for x in items], dtype=np.int64)
             trans = np.stack([x[1][:3, 3] for x in items])
-            from pyquaternion import Quaternion
-
-            quats = [Quaternion(matrix=x[1][:3, :3], atol=1e-6) for x in items]
+            quats = [matrix_to_quaternion(x[1][:3, :3]) for x in items]
             self._frozen[child] = (t, trans, quats)
         return self._frozen[child]
 
@@ -361,19 +359,17 @@ class TransformTimeline:
             raise LookupError(f"TF {parent} -> {child}: {t_ns} ns is outside the recorded range [{t[0]}, {t[-1]}]")
         j = int(np.searchsorted(t, t_ns))
         if j == 0:
-            return make_transform(quats[0].rotation_matrix, trans[0])
+            return make_transform(quats[0], trans[0])
         if j >= len(t):
-            return make_transform(quats[-1].rotation_matrix, trans[-1])
+            return make_transform(quats[-1], trans[-1])
         if t[j] == t_ns:
-            return make_transform(quats[j].rotation_matrix, trans[j])
+            return make_transform(quats[j], trans[j])
         t0, t1 = t[j - 1], t[j]
         if t1 - t0 > self.max_gap_ns:
             raise LookupError(f"TF {parent} -> {child}: gap of {(t1 - t0) / 1e9:.3f} s around {t_ns} ns")
         a = (t_ns - t0) / (t1 - t0)
-        from pyquaternion import Quaternion
-
-        q = Quaternion.slerp(quats[j - 1], quats[j], a)
-        return make_transform(q.rotation_matrix, (1 - a) * trans[j - 1] + a * trans[j])
+        q = slerp_quaternion(quats[j - 1], quats[j], a)
+        return make_transform(q, (1 - a) * trans[j - 1] + a * trans[j])
 
     def _to_root(self, frame: str, t_ns: int) -> tuple[str, np.ndarray]:
         T = np.eye(4)

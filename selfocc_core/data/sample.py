@@ -72,9 +72,11 @@ class Frame:
             raise ValueError(f"Frame.T_world_ego must be {(*lead[:-1], 4, 4)}, got {tuple(self.T_world_ego.shape)}")
         if len(self.camera_names) != lead[-1]:
             raise ValueError(f"Frame.camera_names has {len(self.camera_names)} names for {lead[-1]} cameras")
-        for name in ("K", "T_ego_cam", "T_world_ego"):
-            if not torch.isfinite(getattr(self, name)).all():
-                raise ValueError(f"Frame.{name} contains NaN or Inf")
+        # one host sync for the three (a device -> host read each would stall a GPU three times)
+        finite = torch.stack([torch.isfinite(getattr(self, n)).all() for n in ("K", "T_ego_cam", "T_world_ego")])
+        if not bool(finite.all()):
+            bad = [n for n, ok in zip(("K", "T_ego_cam", "T_world_ego"), finite.tolist()) if not ok]
+            raise ValueError(f"Frame.{bad[0]} contains NaN or Inf")
         if self.seg_labels is not None and tuple(self.seg_labels.shape) != (*lead, *imgs.shape[-2:]):
             raise ValueError(f"Frame.seg_labels must be {(*lead, *imgs.shape[-2:])}, got {tuple(self.seg_labels.shape)}")
 

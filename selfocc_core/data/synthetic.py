@@ -1,8 +1,10 @@
 """Native dataset over the procedural synthetic world (selfocc_core/synth).
 
 Each item is a `Sample` for frame i of one generated drive: the input frame, its temporal
-context (offsets in `context_offsets` that exist inside the sequence; at the ends only the
-available neighbours) and, with `with_gt`, exact ground truth (occupancy on the rig's grid
+context (offsets in `context_offsets`, chosen by ego distance as for recorded data:
+`data.context.choose_context` with `min_ego_distance`; at the ends only the available
+neighbours; a standing ego falls back to the nearest frame, whose zero baseline the trainer
+then skips) and, with `with_gt`, exact ground truth (occupancy on the rig's grid
 with camera/LiDAR visibility masks, z-depth and per-pixel classes).
 
 Frames are rendered once and kept in memory; with `cache_dir` they are also stored as
@@ -23,12 +25,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from selfocc_core.data.context import context_for_sequence
 from selfocc_core.data.sample import Frame, GroundTruth, Sample
 from selfocc_core.io_utils import atomic_write_bytes
 from selfocc_core.synth.rigs import RIG_NAMES
 from selfocc_core.synth.sequence import SyntheticSequence
+from selfocc_core.synth.world import EGO_MOTIONS
 
-_CACHE_VERSION = 2  # bump when the world generator or renderer output changes
+_CACHE_VERSION = 3  # bump when the world generator, renderer or ground truth output changes (3: ray-cast camera mask)
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,28 @@ class SyntheticConfig:
     """Rendered image width in pixels."""
 
     speed_mps: float = 10.0
-    """Ego speed along the street (m/s)."""
+    """Ego speed along the street (m/s); with ego_motion 'slow_stop' the speed before braking."""
+
+    ego_motion: str = "constant"
+    """'constant': steady speed; 'slow_stop': the ego brakes from `speed_mps` to a stop in a
+    queue (cruise the first 25 % of the drive, stopped from 65 %) while the car ahead and the
+    traffic beside keep moving (synth.world.generate_world). Try speed 3, 48 frames."""
 
     frame_rate_hz: float = 12.0
     """Frames per second of the drive."""
 
     context_offsets: list[int] = field(default_factory=lambda: [-1, 1, -2, 2])
     """Temporal context offsets attached to each sample where the neighbour exists."""
+
+    min_ego_distance: float = 0.3
+    """Metres the ego must have moved for a frame to serve as context (DataConfig.min_ego_distance);
+    at 10 m/s and 12 Hz every adjacent frame qualifies (0.83 m)."""
+
+    max_ego_distance: float = 10.0
+    """Metres beyond which a frame is too far away to serve as context."""
+
+    max_context_time: float = 1.0
+    """Seconds: frames further from the input frame in time are not used as context."""
 
     require_context: bool = False
     """Only yield frames for which every offset in `context_offsets` exists (drops the ends)."""
@@ -86,6 +105,11 @@ class SyntheticConfig:
             raise ValueError(f"SyntheticConfig: need frame_rate_hz > 0 and speed_mps >= 0, got {self.frame_rate_hz}, {self.speed_mps}")
         if 0 in self.context_offsets:
             raise ValueError("SyntheticConfig.context_offsets must not contain 0 (the input frame itself)")
+        if self.ego_motion not in EGO_MOTIONS:
+            raise ValueError(f"SyntheticConfig.ego_motion: unknown '{self.ego_motion}'; valid: {list(EGO_MOTIONS)}")
+        if not 0 <= self.min_ego_distance < self.max_ego_distance or self.max_context_time <= 0:
+            raise ValueError(f"SyntheticConfig: need 0 <= min_ego_distance < max_ego_distance and max_context_time > 0, "
+                             f"got {self.min_ego_distance}, {self.max_ego_distance}, {self.max_context_time}")
 
 
 class SyntheticDataset(Dataset):
@@ -93,18 +117,21 @@ class SyntheticDataset(Dataset):
 
     def __init__(self, cfg: SyntheticConfig):
         self.cfg = cfg
-        self.seq = SyntheticSequence(cfg.seed, cfg.num_frames, cfg.rig, cfg.cameras or None, cfg.speed_mps, cfg.frame_rate_hz)
+        self.seq = SyntheticSequence(cfg.seed, cfg.num_frames, cfg.rig, cfg.cameras or None, cfg.speed_mps,
+                                     cfg.frame_rate_hz, ego_motion=cfg.ego_motion)
         self.camera_names = self.seq.rig.camera_names
         self.K = self.seq.intrinsics(cfg.image_height, cfg.image_width)
         self.T_ego_cam = self.seq.T_ego_cam()
         self.grid = self.seq.rig.grid
         self._frames: dict[int, dict] = {}
         self._gt: dict[int, dict] = {}
-        if cfg.require_context:
-            lo, hi = min([0, *cfg.context_offsets]), max([0, *cfg.context_offsets])
-            self.indices = list(range(-lo, cfg.num_frames - hi))
-        else:
-            self.indices = list(range(cfg.num_frames))
+        T = cfg.num_frames
+        table = context_for_sequence(
+            np.stack([self.seq.T_world_ego(i)[:3, 3] for i in range(T)]), [self.seq.time(i) for i in range(T)],
+            cfg.context_offsets, cfg.min_ego_distance, cfg.max_ego_distance, cfg.max_context_time,
+            require_all=cfg.require_context)
+        self.indices = [i for i, _ in table]
+        self.context_index = dict(table)  # frame -> {offset: frame}
         if not self.indices:
             raise ValueError(
                 f"SyntheticConfig: num_frames={cfg.num_frames} leaves no frame with all context offsets {cfg.context_offsets}"
@@ -112,8 +139,11 @@ class SyntheticDataset(Dataset):
         self._cache = None
         if cfg.cache_dir:
             key = dict(asdict(cfg), version=_CACHE_VERSION)
-            for k in ("context_offsets", "require_context", "with_gt", "seg_labels_from_gt", "cache_dir"):
+            for k in ("context_offsets", "require_context", "with_gt", "seg_labels_from_gt", "cache_dir",
+                      "min_ego_distance", "max_ego_distance", "max_context_time"):
                 key.pop(k)
+            if key["ego_motion"] == "constant":
+                key.pop("ego_motion")  # the key of the streets cached before it existed
             digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
             self._cache = Path(cfg.cache_dir) / f"synth_{cfg.rig}_s{cfg.seed}_{digest}"
 
@@ -184,7 +214,7 @@ class SyntheticDataset(Dataset):
         if not -len(self) <= idx < len(self):
             raise IndexError(f"SyntheticDataset index {idx} out of range for {len(self)} samples")
         i = self.indices[idx]
-        context = {o: self.frame(i + o) for o in sorted(self.cfg.context_offsets) if 0 <= i + o < self.cfg.num_frames}
+        context = {o: self.frame(j) for o, j in sorted(self.context_index[i].items())}
         gt = None
         if self.cfg.with_gt:
             r = self.rendered(i)

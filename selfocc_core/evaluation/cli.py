@@ -1,5 +1,12 @@
 """`selfocc eval`: score a checkpoint on a dataset with ground truth and write the numbers as JSON.
 
+Occupancy is reported in two labelled sections (JSON ``occupancy_scores``, and the printed
+tables): ``model_box``, the GT voxels inside the model's own box, and ``benchmark_grid``, the
+whole GT grid (where a model with a smaller box is free by construction outside it). Each holds
+the model's IoU, above-ground IoU per range bin and RayIoU beside the flat-ground and
+perfect-ground references on the same voxels and rays. ``occupancy`` keeps the Occ3D numbers on
+the whole grid for comparison with papers.
+
     selfocc eval --ckpt runs/tiny/last.pt --data synthetic:seed=1000,frames=6 --json eval.json
     selfocc eval --ckpt nus.pt --data /data/nuscenes --json nus.json --post-process --max-samples 100
     selfocc eval --ckpt runs/kitti_raw/last.pt --data ../shared/data/real/kitti_raw_0001 --json k.json \
@@ -37,16 +44,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-depth", type=float, default=80.0, help="depth cap in metres (default 80)")
     p.add_argument("--no-novel-depth", action="store_true", help="skip novel-view depth on adjacent samples")
     p.add_argument("--depth-stride", type=int, default=None, help="pixels per rendered depth ray (default: the model's)")
+    p.add_argument("--no-ray-iou", action="store_true", help="skip RayIoU (a voxel traversal per sample)")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def eval_config(args: argparse.Namespace, predictor):
+    """The EvalConfig of the command line. Occupancy is scored twice, in separate sections of the
+    JSON and the table: on the model's own box and on the whole benchmark grid, each with the
+    flat-ground and perfect-ground references on the same voxels (see evaluate.py)."""
+    from selfocc_core.evaluation.depth_metrics import DepthEvalConfig
+    from selfocc_core.evaluation.evaluate import EvalConfig
+
+    return EvalConfig(
+        max_samples=args.max_samples, use_camera_mask=not args.no_camera_mask, post_process=args.post_process,
+        depth=DepthEvalConfig(max_depth=args.max_depth, median_scaling=args.median_scaling),
+        novel_depth=not args.no_novel_depth, ground_height=predictor.config.model.ground_height,
+        ray_iou=not args.no_ray_iou,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from selfocc_core.data.open import open_dataset
-    from selfocc_core.evaluation.depth_metrics import DepthEvalConfig
-    from selfocc_core.evaluation.evaluate import EvalConfig, evaluate, format_summary
+    from selfocc_core.evaluation.evaluate import evaluate, format_summary
     from selfocc_core.inference.predictor import OccupancyPredictor
     from selfocc_core.io_utils import atomic_write_text
 
@@ -68,12 +90,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"selfocc eval: {e}", file=sys.stderr)
         return 2
-    cfg = EvalConfig(
-        max_samples=args.max_samples, use_camera_mask=not args.no_camera_mask, post_process=args.post_process,
-        depth=DepthEvalConfig(max_depth=args.max_depth, median_scaling=args.median_scaling),
-        novel_depth=not args.no_novel_depth, ground_height=predictor.config.model.ground_height,
-    )
-    results = evaluate(predictor, dataset, cfg, progress=not args.no_progress)
+    results = evaluate(predictor, dataset, eval_config(args, predictor), progress=not args.no_progress)
     results = {"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split,
                "image_size": [data_cfg.image_height, data_cfg.image_width], **results}
     atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")

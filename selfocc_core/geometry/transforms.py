@@ -1,7 +1,7 @@
 """Rigid transforms, quaternions and the ROS optical-frame convention.
 
 Naming: ``T_a_b`` maps points expressed in frame ``b`` into frame ``a``
-(``p_a = T_a_b @ p_b``). Quaternions are ``(w, x, y, z)`` like pyquaternion and
+(``p_a = T_a_b @ p_b``). Quaternions are ``(w, x, y, z)`` like transforms3d and
 nuScenes; ROS messages use ``(x, y, z, w)``: convert at the message boundary.
 
 Frames used across the project:
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pyquaternion import Quaternion
+from transforms3d.quaternions import mat2quat, quat2mat
 from torch import Tensor
 
 # Rotation taking optical-frame coordinates (x right, y down, z fwd) to a FLU body frame
@@ -35,7 +35,7 @@ def quaternion_to_matrix(q_wxyz) -> np.ndarray:
     q = np.asarray(q_wxyz, dtype=np.float64)
     if q.shape != (4,) or not np.all(np.isfinite(q)) or np.linalg.norm(q) < 1e-9:
         raise ValueError(f"invalid quaternion (w,x,y,z): {q_wxyz!r}")
-    return Quaternion(q / np.linalg.norm(q)).rotation_matrix
+    return quat2mat(q / np.linalg.norm(q))
 
 
 def matrix_to_quaternion(R) -> np.ndarray:
@@ -43,8 +43,24 @@ def matrix_to_quaternion(R) -> np.ndarray:
     R = np.asarray(R, dtype=np.float64)
     if R.shape != (3, 3) or not np.all(np.isfinite(R)):
         raise ValueError(f"invalid rotation matrix: {R!r}")
-    q = Quaternion(matrix=R, atol=1e-6).elements
+    if not np.allclose(R @ R.T, np.eye(3), atol=1e-6) or not np.isclose(np.linalg.det(R), 1.0, atol=1e-6):
+        raise ValueError(f"not a rotation matrix (orthonormal, det +1 within 1e-6): {R!r}")
+    q = mat2quat(R)
     return q if q[0] >= 0 else -q
+
+
+def slerp_quaternion(q0_wxyz, q1_wxyz, a: float) -> np.ndarray:
+    """Spherical interpolation of unit (w, x, y, z) quaternions along the shorter arc, ``a`` in [0, 1]."""
+    q0 = np.asarray(q0_wxyz, dtype=np.float64)
+    q1 = np.asarray(q1_wxyz, dtype=np.float64)
+    d = float(np.dot(q0, q1))
+    if d < 0.0:
+        q1, d = -q1, -d
+    if d > 0.9995:  # nearly parallel: normalised lerp
+        q = q0 + a * (q1 - q0)
+        return q / np.linalg.norm(q)
+    theta = np.arccos(min(1.0, d))
+    return (np.sin((1 - a) * theta) * q0 + np.sin(a * theta) * q1) / np.sin(theta)
 
 
 def make_transform(rotation, translation) -> np.ndarray:

@@ -78,3 +78,33 @@ class VoxelGridSpec:
 OCC3D_NUSCENES = VoxelGridSpec(-40.0, 40.0, -40.0, 40.0, -1.0, 5.4, 0.4)
 # SemanticKITTI: 256 x 256 x 32 at 0.2 m, in front of the car (velodyne frame).
 SEMANTIC_KITTI = VoxelGridSpec(0.0, 51.2, -25.6, 25.6, -2.0, 4.4, 0.2)
+
+
+# --------------------------------------------------------------------------------------------
+# From an SDF to voxel occupancy: the one rule used by the predictor, `selfocc eval`, the
+# trainer's evaluation and everything built on them (ROS node, demo).
+# --------------------------------------------------------------------------------------------
+OCCUPANCY_TOLERANCE = 0.25
+"""A voxel is occupied when the SDF at its centre is <= this fraction of the voxel size."""
+
+
+def occupancy_from_sdf(sdf: Tensor, voxel_size: float) -> Tensor:
+    """Voxel occupancy (bool, same shape) from SDF values read at voxel centres (metres):
+    ``sdf <= OCCUPANCY_TOLERANCE * voxel_size``, i.e. solid within a quarter voxel of the centre.
+
+    Why not ``sdf <= 0`` at the centre: surfaces of driving scenes sit on the grid's special
+    planes. The road (z = 0) runs through a layer of voxel centres on the Occ3D grid (z from -1 m
+    in 0.4 m steps), where the ground-plane SDF is exactly 0, so a 1 mm shift of the surface
+    flips the whole road layer (IoU 0.651 <-> 0.000 on the synthetic streets); a field
+    distilled from a voxelised GT has its surfaces on voxel faces instead. A threshold of a
+    quarter voxel sits halfway between the two: a plane through the centres (+-1 mm) is
+    occupied, a plane on the faces leaves the voxel outside it free, both with a margin of
+    voxel/4. For axis-aligned planes this equals "SDF <= 0 at any of the 2x2x2 points at
+    +-voxel/4 around the centre" at an eighth of the queries. A voxel the road passes through
+    is occupied, as the GT labels it (synthetic GT: the voxel's bottom lies below the road;
+    Occ3D: the voxel holds LiDAR points of the road).
+
+    >>> occupancy_from_sdf(torch.tensor([-0.001, 0.001, 0.099, 0.2]), 0.4).tolist()
+    [True, True, True, False]
+    """
+    return sdf <= OCCUPANCY_TOLERANCE * float(voxel_size)

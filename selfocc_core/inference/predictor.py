@@ -12,11 +12,12 @@ Steps of `predict`:
   2. resize images to the network input of the checkpoint's DataConfig (K scaled to match),
      exactly what the dataset readers did for training;
   3. images -> SceneField (eager, or the optimised traced / compiled network);
-  4. occupancy = SDF <= 0 on the output grid (the model's grid by default; otherwise the SDF and
-     semantic logits are read by trilinear sampling at the output voxel centres);
+  4. occupancy = SDF at the voxel centre <= a quarter voxel (`occupancy_from_sdf`, the rule every
+     score of the project uses) on the output grid (the model's grid by default; otherwise the SDF
+     and semantic logits are read by trilinear sampling at the output voxel centres);
      labels = argmax of the semantic head for occupied voxels (class 0 'occupied' without a
      semantic head), FREE_LABEL elsewhere; confidence = probability of the reported state:
-     sigmoid(|sdf| * s) with the NeuS sharpness s (capped at 4 per voxel), times the softmax
+     sigmoid(|sdf - voxel/4| * s) with the NeuS sharpness s (capped at 4 per voxel), times the softmax
      probability of the label for occupied voxels when there are semantics;
   5. per-camera depth: NeuS-rendered on the ray grid of the network input at `depth_stride`,
      bilinearly upsampled to the frame's image size.
@@ -33,15 +34,14 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfocc_core.classes import FREE_LABEL, OCC3D_CLASSES
 from selfocc_core.data.images import resize_image
 from selfocc_core.data.sample import Frame
-from selfocc_core.geometry.voxel_grid import VoxelGridSpec
+from selfocc_core.geometry.voxel_grid import OCCUPANCY_TOLERANCE, VoxelGridSpec, occupancy_from_sdf
 
-OPTIMIZE_MODES = ("trace", "compile")
+OPTIMIZE_MODES = ("trace", "compile", "cudagraph")
 
 
 @dataclass
@@ -49,7 +49,7 @@ class OccupancyPrediction:
     """What the predictor returns for one frame (a batched frame adds a leading B to every tensor).
 
     grid:         VoxelGridSpec of the arrays below (ego frame of the input frame)
-    occupied:     [X, Y, Z] bool, SDF <= 0
+    occupied:     [X, Y, Z] bool, SDF <= voxel_size / 4 (`occupancy_from_sdf`)
     labels:       [X, Y, Z] uint8 class ids (`class_names`), FREE_LABEL (17) where free
     confidence:   [X, Y, Z] float32 in [0, 1], probability of the reported state (and label)
     sdf:          [X, Y, Z] float32 metres (negative inside)
@@ -104,8 +104,11 @@ class OccupancyPredictor:
             model: a SelfOccModel; config: its ExperimentConfig (model + data sections are used).
             dtype: torch.float32, or torch.bfloat16 to run the network under bf16 autocast.
             optimize: False (eager), True / "trace" (torch.jit.trace + freeze of the network, cheap
-                to build, fixed shapes: re-traced per input shape) or "compile" (torch.compile;
-                slow to build on CPU).
+                to build, fixed shapes: re-traced per input shape), "compile" (torch.compile;
+                slow to build on CPU) or "cudagraph" (torch.compile(mode="reduce-overhead"): on
+                CUDA the fixed-shape network is replayed as one CUDA graph, so a small model is
+                no longer bound by kernel launches; on CPU it is plain "compile"). With
+                dtype=torch.bfloat16 the network runs under bf16 autocast in every mode.
             depth_stride: pixels per rendered depth ray on the network input (default: the
                 model's ray_stride); num_depth_samples: NeuS samples per ray (default: model's).
             ray_chunk: rays rendered at once (bounds memory).
@@ -175,6 +178,11 @@ class OccupancyPredictor:
         return self.config.data.image_height, self.config.data.image_width
 
     @property
+    def training_rig(self) -> Optional[dict]:
+        """The checkpoint's training rig (training.checkpoint.training_rig), None when not stored."""
+        return getattr(self.model, "training_rig", None)
+
+    @property
     def camera_names(self) -> list[str]:
         """Cameras the checkpoint was trained on, in order ([] = any)."""
         return list(self.config.data.cameras)
@@ -191,7 +199,7 @@ class OccupancyPredictor:
             raise ValueError(f"frame has {frame.num_cameras} camera(s) {list(frame.camera_names)}, but the checkpoint "
                              f"was trained on {len(expected)}: {expected}")
         H, W = frame.image_size
-        K = frame.K.reshape(-1, 3, 3)
+        K = frame.K.reshape(-1, 3, 3).detach().cpu()  # one copy, not a device sync per float() below
         for i, k in enumerate(K):
             name = frame.camera_names[i % frame.num_cameras]
             fx, fy, cx, cy = (float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))
@@ -243,6 +251,8 @@ class OccupancyPredictor:
                     if self.dtype == torch.float32:  # freeze folds conv+BN and constants (fp32 only)
                         traced = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
                 self._optimized[key] = traced
+            elif self.optimize == "cudagraph":
+                self._optimized[key] = torch.compile(wrapper, mode="reduce-overhead", dynamic=False)
             else:
                 self._optimized[key] = torch.compile(wrapper, dynamic=False)
         return self._optimized[key]
@@ -257,7 +267,12 @@ class OccupancyPredictor:
             if self.optimize is None:
                 field_ = self.model(net_in)
             else:
-                out = self._optimized_net(net_in)(net_in.images, net_in.K, net_in.T_ego_cam)
+                net = self._optimized_net(net_in)
+                if self.optimize == "cudagraph":
+                    torch.compiler.cudagraph_mark_step_begin()  # a new inference step: earlier outputs are released
+                out = net(net_in.images, net_in.K, net_in.T_ego_cam)
+                if self.optimize == "cudagraph":  # graph outputs live in buffers the next replay overwrites
+                    out = tuple(o.clone() for o in out)
                 field_ = SceneField(self.grid, out[0].float(), out[1], out[2] if len(out) > 2 else None)
         return field_, net_in
 
@@ -280,8 +295,9 @@ class OccupancyPredictor:
             q = field_.query(pts)
             sdf = q.sdf.float()
             sem = None if q.semantics is None else q.semantics.movedim(-1, 1)
-        occupied = sdf <= 0
-        p_state = torch.sigmoid(sdf.abs() * self.sharpness())
+        occupied = occupancy_from_sdf(sdf, grid.voxel_size)
+        margin = sdf - OCCUPANCY_TOLERANCE * grid.voxel_size  # signed distance to the decision threshold
+        p_state = torch.sigmoid(margin.abs() * self.sharpness())
         if sem is not None:
             prob, cls = torch.softmax(sem.float(), dim=1).max(dim=1)
             labels = torch.where(occupied, cls.to(torch.uint8), torch.full_like(cls, FREE_LABEL, dtype=torch.uint8))
@@ -302,7 +318,7 @@ class OccupancyPredictor:
         Cameras of another time step (novel-view depth) are expressed in the field's ego frame:
         ``T_ego0_cam = inv(T_world_ego0) @ T_world_ego1 @ T_ego1_cam``.
         """
-        from selfocc_core.rendering.ray_sampler import generate_rays, ray_grid_shape
+        from selfocc_core.rendering.ray_sampler import generate_rays, ray_grid_shape, ray_grid_to_image
 
         stride = int(stride or self.depth_stride)
         K, T_ego_cam = K.to(self.device).float(), T_ego_cam.to(self.device).float()
@@ -318,26 +334,24 @@ class OccupancyPredictor:
                 out = self.model.render(field_, sub, num_samples=self.num_depth_samples, stratified=False)
             depth[:, s:s + chunk] = out.depth.float()
         h, w = ray_grid_shape(image_size, stride)
-        d = depth.view(B * N, 1, h, w)
-        size = out_size or image_size
-        # ray (r, c) sits at pixel centre (c*stride + (stride-1)/2): this is interpolate's
-        # align_corners=False mapping from the h x w grid to the h*stride x w*stride image.
-        if (h * stride, w * stride) != tuple(size):
-            d = F.interpolate(d, size=(h * stride, w * stride), mode="bilinear", align_corners=False)
-            d = F.interpolate(d, size=tuple(size), mode="bilinear", align_corners=False)
-        elif (h, w) != tuple(size):
-            d = F.interpolate(d, size=tuple(size), mode="bilinear", align_corners=False)
+        size = tuple(out_size or image_size)
+        # ray (r, c) goes through pixel (c*stride + stride//2, r*stride + stride//2) of the input image
+        d = ray_grid_to_image(depth.view(B * N, 1, h, w), stride, image_size, size)
         return d.view(B, N, *size).cpu()
 
     # ------------------------------------------------------------------------------ predict
     @torch.no_grad()
     def predict(self, frame: Frame, grid: Optional[VoxelGridSpec] = None, with_depth: bool = True,
-                return_field: bool = False):
+                return_field: bool = False, depth_size: Optional[tuple[int, int]] = None):
         """Frame (one ``[N, 3, H, W]`` or batched ``[B, N, 3, H, W]``) -> OccupancyPrediction.
 
         grid: output voxel grid (default: the model's). with_depth: render per-camera depth.
         return_field: also return the SceneField (for rendering other views), as a tuple.
+        depth_size: (H, W) of the depth images (default: the frame's image size); the depth is
+        rendered on the model's ray grid either way and bilinearly resampled to it.
         """
+        if depth_size is not None and (len(depth_size) != 2 or min(int(v) for v in depth_size) < 1):
+            raise ValueError(f"OccupancyPredictor.predict: depth_size must be (H, W) >= 1, got {depth_size}")
         t0 = time.perf_counter()
         net_in = self.preprocess(frame)
         t1 = _sync_time(self.device)
@@ -347,7 +361,8 @@ class OccupancyPredictor:
         t3 = _sync_time(self.device)
         depth = None
         if with_depth:
-            depth = self.render_depth(field_, net_in.K, net_in.T_ego_cam, self.input_size, out_size=frame.image_size)
+            size = tuple(int(v) for v in depth_size) if depth_size is not None else frame.image_size
+            depth = self.render_depth(field_, net_in.K, net_in.T_ego_cam, self.input_size, out_size=size)
         t4 = _sync_time(self.device)
         batched = frame.images.dim() == 5
 

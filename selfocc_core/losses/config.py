@@ -64,6 +64,14 @@ class LossConfig:
     adjacent frame is the anchor (its cameras expressed in the input frame's ego frame)."""
     anchor_prev_prob: float = 0.5
     """Given an adjacent anchor, the probability it is the previous (-1) rather than next (+1)."""
+    min_source_baseline: float = 0.1
+    """Metres: a source frame whose cameras moved less than this from the anchor's (mean camera
+    centre distance) carries no depth signal (zero parallax: any depth explains it, and
+    auto-masking drops the static scene) and is skipped for that sample, as the official
+    'strict' context sampling never pairs frames without displacement. The trainer counts the
+    skipped pairs (log.jsonl ``pairs/*``, summary.json); an anchor left without any usable
+    source is replaced by another offset that has one, a sample without any is skipped.
+    0 = keep every pair."""
 
     def __post_init__(self):
         for name in ("reprojection_weight", "rgb_weight", "eikonal_weight", "hessian_weight",
@@ -73,6 +81,8 @@ class LossConfig:
         for name in ("ssim_alpha", "min_valid_weight", "anchor_current_prob", "anchor_prev_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"LossConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.min_source_baseline < 0:
+            raise ValueError(f"LossConfig.min_source_baseline must be >= 0 (metres), got {self.min_source_baseline}")
         for name in ("eikonal_points", "hessian_points", "sparsity_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LossConfig.{name} must be >= 1, got {getattr(self, name)}")

@@ -49,11 +49,14 @@ class RigView:
     images:     [B, N, 3, H, W] RGB in [0, 1]
     K:          [B, N, 3, 3]
     T_ego0_cam: [B, N, 4, 4] camera optical frame -> input ego frame
+    valid:      optional [B] bool: False where this frame must not serve as a source for that
+                batch element (e.g. no camera baseline to the anchor); None = valid everywhere
     """
 
     images: Tensor
     K: Tensor
     T_ego0_cam: Tensor
+    valid: Optional[Tensor] = None
 
     def __post_init__(self):
         imgs = self.images
@@ -64,6 +67,8 @@ class RigView:
             raise ValueError(f"RigView.K must be {(B, N, 3, 3)}, got {tuple(self.K.shape)}")
         if tuple(self.T_ego0_cam.shape) != (B, N, 4, 4):
             raise ValueError(f"RigView.T_ego0_cam must be {(B, N, 4, 4)}, got {tuple(self.T_ego0_cam.shape)}")
+        if self.valid is not None and (tuple(self.valid.shape) != (B,) or self.valid.dtype != torch.bool):
+            raise ValueError(f"RigView.valid must be a [{B}] bool tensor, got {tuple(self.valid.shape)} {self.valid.dtype}")
 
 
 @dataclass
@@ -211,6 +216,13 @@ def identity_errors(
     return images_to_rays(err)
 
 
+def _masked(per_ray: Tensor, valid: Optional[Tensor]) -> Tensor:
+    """``per_ray`` [B, R] with the batch elements where the source is not valid set to _INVALID."""
+    if valid is None:
+        return per_ray
+    return torch.where(valid.unsqueeze(-1), per_ray, torch.full_like(per_ray, _INVALID))
+
+
 def reprojection_loss(
     target_rgb: Tensor,
     origins: Tensor,
@@ -246,6 +258,8 @@ def reprojection_loss(
     its top is not at infinity).
     min_valid_weight: a ray counts for a source only if at least this fraction of its
     rendering weight falls on proposals that project inside the source.
+    A source whose ``valid`` is False for a batch element takes no part there (neither as a
+    proposal nor in auto-masking); an element without any valid source has no ray that counts.
     """
     if (t is None) == (distance is None):
         raise ValueError("reprojection_loss: pass either t+weights (MVS-embedded) or distance (rendered depth)")
@@ -289,12 +303,14 @@ def reprojection_loss(
         wsum = wv.sum(-1)
         loss = (wv * err).sum(-1) / wsum.clamp_min(1e-8)
         ok = (wsum > min_valid_weight * w.sum(-1).detach()) & (wsum > 1e-8)
+        if src.valid is not None:
+            ok = ok & src.valid.unsqueeze(-1)
         per_source.append(torch.where(ok, loss, torch.full_like(loss, _INVALID)))
     reproj = torch.stack(per_source, dim=-1).min(dim=-1).values  # [B, R]
     mask = reproj < _INVALID
     if automask:
         ident = torch.stack(
-            [identity_errors(target_rgb, camera_index, pixels, s, grid, alpha) for s in sources], dim=-1
+            [_masked(identity_errors(target_rgb, camera_index, pixels, s, grid, alpha), s.valid) for s in sources], dim=-1
         ).min(dim=-1).values
         # Tiny noise breaks ties on textureless areas (Monodepth2).
         ident = ident + 1e-5 * torch.randn_like(ident)

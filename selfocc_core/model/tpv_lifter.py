@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from selfocc_core.geometry.transforms import invert_transform
 from selfocc_core.geometry.voxel_grid import VoxelGridSpec
 from selfocc_core.model.config import ModelConfig
-from selfocc_core.model.deformable_attention import DeformableAttention
+from selfocc_core.model.deformable_attention import DeformableAttention, PaddedMaps
 
 PLANES = ("xy", "yz", "xz")
 
@@ -134,9 +134,10 @@ class ImageCrossAttention(nn.Module):
         self.attn = DeformableAttention(embed_dim, num_heads, num_levels, num_refs, num_points, value_dim)
         self.rebatch = rebatch
 
-    def forward(self, query: Tensor, reference_points: Tensor, mask: Tensor, values: Sequence[Tensor]) -> Tensor:
+    def forward(self, query: Tensor, reference_points: Tensor, mask: Tensor,
+                values: Sequence[Tensor] | PaddedMaps) -> Tensor:
         """query [B, Q, C]; reference_points [B*N, Q, 1, D, 2]; mask [B, N, Q]; values L x
-        [B*N, C_v, H_l, W_l] -> [B, Q, C]."""
+        [B*N, C_v, H_l, W_l] (or those padded once, PaddedMaps) -> [B, Q, C]."""
         B, N, Q = mask.shape
         C = query.shape[-1]
         vals = self.attn.project_values(values)
@@ -221,6 +222,16 @@ class TPVLifter(nn.Module):
         B, _, C = q.shape
         return [t.transpose(1, 2).reshape(B, C, *self.sizes[p]) for p, t in self._split(q).items()]
 
+    def _project_pillars(self, K: Tensor, T_ego_cam: Tensor, image_size: tuple[int, int]) -> dict:
+        """plane -> (reference points, camera mask) of its pillars (project_reference_points); the
+        three planes in one projection when their pillars have the same number of points."""
+        pillars = [getattr(self, f"pillar_{p}") for p in PLANES]
+        if len({t.shape[1] for t in pillars}) > 1:
+            return {p: project_reference_points(t, K, T_ego_cam, image_size) for p, t in zip(PLANES, pillars)}
+        ref, mask = project_reference_points(torch.cat(pillars, 0), K, T_ego_cam, image_size)
+        counts = [t.shape[0] for t in pillars]
+        return {p: (r, m) for p, r, m in zip(PLANES, ref.split(counts, 1), mask.split(counts, 2))}
+
     def forward(self, features: Sequence[Tensor], K: Tensor, T_ego_cam: Tensor, image_size: tuple[int, int]) -> Planes:
         B, N = K.shape[:2]
         if T_ego_cam.shape[:2] != (B, N) or features[0].shape[0] != B * N:
@@ -228,14 +239,15 @@ class TPVLifter(nn.Module):
                 f"TPVLifter: K {tuple(K.shape)}, T_ego_cam {tuple(T_ego_cam.shape)} and features "
                 f"{tuple(features[0].shape)} disagree on B*N"
             )
-        refs = {p: project_reference_points(getattr(self, f"pillar_{p}"), K, T_ego_cam, image_size) for p in PLANES}
+        refs = self._project_pillars(K, T_ego_cam, image_size)
+        feats = PaddedMaps.of(list(features))  # padded once, read by every plane and layer
         q = torch.cat([self.queries[p] for p in PLANES], 0).unsqueeze(0).expand(B, -1, -1)
         pos = torch.cat([self.pos[p] for p in PLANES], 0).unsqueeze(0)
         cv_ref = self.cross_view_ref.unsqueeze(0).expand(B, -1, -1, -1, -1)
         for layer in self.layers:
             q = layer.norm1(q + layer.drop(layer.cross_view(q + pos, cv_ref, self._maps(q))))
             qs, ps = self._split(q), self._split(pos)
-            upd = [layer.image[p](qs[p] + ps[p], refs[p][0], refs[p][1], features) for p in PLANES]
+            upd = [layer.image[p](qs[p] + ps[p], refs[p][0], refs[p][1], feats) for p in PLANES]
             q = layer.norm2(q + layer.drop(torch.cat(upd, 1)))
             q = layer.norm3(q + layer.drop(layer.ffn(q)))
         xy, yz, xz = self._maps(q)

@@ -1,10 +1,14 @@
 """Ray generation on a strided pixel grid and sample placement along rays.
 
 Rays of camera n form an image: cell (r, c) of the ``h x w = (H // stride) x (W // stride)`` grid
-holds one ray, through the cell centre ``(c * stride + (stride - 1) / 2, r * stride + (stride - 1) / 2)``
-or, with ``random_offset``, a uniformly random point of the cell (pixel-index coordinates:
-pixel i covers [i - 0.5, i + 0.5)). Ray index ``R = n * h * w + r * w + c``, so
-``x.view(B, N, h, w, ...)`` gives per-camera ray images (for SSIM on the ray grid).
+holds one ray, through the centre of the cell's middle pixel ``(c * stride + stride // 2,
+r * stride + stride // 2)`` or, with ``random_offset``, a uniformly random point of the cell
+(pixel-index coordinates: pixel i covers [i - 0.5, i + 0.5)). The fixed rays go through pixel
+centres (not through the cell centre, which for an even stride lies on a pixel corner), so a
+per-pixel image (ground-truth depth, labels) read at the ray is exactly the value of the pixel
+the ray goes through; `ray_grid_to_image` upsamples ray-grid values back to an image with the
+same alignment. Ray index ``R = n * h * w + r * w + c``, so ``x.view(B, N, h, w, ...)`` gives
+per-camera ray images (for SSIM on the ray grid).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from selfocc_core.geometry.rays import camera_rays
@@ -37,7 +42,39 @@ def ray_grid_pixels(image_size: tuple[int, int], stride: int, shape_prefix: tupl
     if random_offset:
         u = torch.rand((*shape_prefix, h * w, 2), generator=generator, device=device if generator is None else generator.device)
         return base + u.to(base.device) * stride - 0.5
-    return (base + (stride - 1) / 2.0).expand(*shape_prefix, h * w, 2)
+    return (base + float(stride // 2)).expand(*shape_prefix, h * w, 2)
+
+
+def ray_grid_to_image(values: Tensor, stride: int, image_size: tuple[int, int],
+                      out_size: Optional[tuple[int, int]] = None) -> Tensor:
+    """Bilinear upsampling of fixed-grid ray values ``[B, C, h, w]`` to an image ``[B, C, H_out, W_out]``.
+
+    ``image_size = (H, W)`` is the image the rays were cast for (``h = H // stride``); ray (r, c)
+    sits at its pixel ``(c * stride + stride // 2, r * stride + stride // 2)``, so an output pixel
+    at one of those pixels gets exactly that ray's value; in between values are interpolated,
+    beyond the outermost rays they are held (border). ``out_size`` (default ``image_size``) may
+    differ: pixel centres are matched as in ``interpolate(align_corners=False)`` /
+    `scale_intrinsics`.
+    """
+    if values.dim() != 4:
+        raise ValueError(f"ray_grid_to_image: values must be [B, C, h, w], got {tuple(values.shape)}")
+    h, w = ray_grid_shape(image_size, stride)
+    if tuple(values.shape[-2:]) != (h, w):
+        raise ValueError(f"ray_grid_to_image: values {tuple(values.shape)} are not on the {h}x{w} ray grid of "
+                         f"image {tuple(image_size)} at stride {stride}")
+    H, W = image_size
+    Ho, Wo = out_size or image_size
+    dev = values.device
+
+    def coords(n_out: int, n_in: int, n_grid: int) -> Tensor:
+        px = (torch.arange(n_out, device=dev, dtype=torch.float32) + 0.5) * (n_in / n_out) - 0.5
+        g = (px - stride // 2) / stride  # ray-grid coordinate
+        return g / max(n_grid - 1, 1) * 2.0 - 1.0 if n_grid > 1 else torch.zeros_like(g)
+
+    gy, gx = torch.meshgrid(coords(Ho, H, h), coords(Wo, W, w), indexing="ij")
+    grid = torch.stack([gx, gy], -1).expand(values.shape[0], Ho, Wo, 2)
+    v = values if values.is_floating_point() else values.float()
+    return F.grid_sample(v, grid.to(v.dtype), mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def ray_box_intersection(origins: Tensor, directions: Tensor, lower, upper) -> tuple[Tensor, Tensor]:

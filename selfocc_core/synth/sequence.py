@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from selfocc_core.classes import FREE_LABEL
 from selfocc_core.synth.occupancy import (
     KITTI_LIDAR_IN_EGO,
     NUSCENES_LIDAR_IN_EGO,
@@ -24,7 +25,7 @@ from selfocc_core.synth.render import RenderOutput, render_cameras
 from selfocc_core.synth.rigs import Rig, get_rig
 from selfocc_core.synth.world import World, generate_world
 
-MASK_RAYS_PER_CAMERA = (90, 160)  # (H, W) of the ray grid used for the camera-visibility mask
+MASK_RAYS_PER_CAMERA = (360, 640)  # (H, W) of the pixel rays cast per camera for the camera-visibility mask
 
 
 @dataclass
@@ -60,10 +61,12 @@ class SyntheticSequence:
     Rendering runs many small tensor ops, for which extra intra-op threads only add overhead
     (10x slower measured with 2 threads on a busy 2-core machine), so `render` and
     `ground_truth` use `threads` torch threads (default 1; None keeps the caller's setting).
+    ego_motion: 'constant' or 'slow_stop' (world.generate_world).
     """
 
     def __init__(self, seed: int, num_frames: int, rig: str | Rig = "nuscenes", cameras=None,
-                 speed_mps: float = 10.0, frame_rate_hz: float = 12.0, threads: int | None = 1):
+                 speed_mps: float = 10.0, frame_rate_hz: float = 12.0, threads: int | None = 1,
+                 ego_motion: str = "constant"):
         if num_frames <= 0:
             raise ValueError(f"num_frames must be positive, got {num_frames}")
         if frame_rate_hz <= 0:
@@ -74,7 +77,8 @@ class SyntheticSequence:
         self.num_frames = int(num_frames)
         self.threads = threads
         self.frame_rate_hz = float(frame_rate_hz)
-        self.world: World = generate_world(int(seed), duration_s=(num_frames - 1) / frame_rate_hz, speed_mps=speed_mps)
+        self.world: World = generate_world(int(seed), duration_s=(num_frames - 1) / frame_rate_hz, speed_mps=speed_mps,
+                                           ego_motion=ego_motion)
 
     def time(self, i: int) -> float:
         return i / self.frame_rate_hz
@@ -109,10 +113,7 @@ class SyntheticSequence:
         grid = self.rig.grid
         sem = occupancy_semantics(self.world, t, T, grid)
         h, w = MASK_RAYS_PER_CAMERA
-        T_world_cam = torch.tensor(np.stack([T @ c.T_ego_cam for c in self.rig.cameras]), dtype=torch.float32)
-        K = self.intrinsics(h, w)
-        depth = render_cameras(self.world, t, K, T_world_cam, h, w, shade=False).depth
-        mask_cam = camera_visibility(depth, K, self.T_ego_cam(), grid)
+        mask_cam = camera_visibility(sem != FREE_LABEL, self.intrinsics(h, w), self.T_ego_cam(), (h, w), grid)
         if self.rig.name == "kitti":
             mask_lidar = lidar_visibility(self.world, t, T, grid, KITTI_LIDAR_IN_EGO, beams=64, fov_deg=(-24.9, 2.0))
         else:

@@ -104,8 +104,10 @@ class World:
 
     seed:       the generator seed
     prims:      the primitives at t = 0
-    speed_mps:  ego speed along the street
+    speed_mps:  ego speed along the street ('slow_stop': the speed before braking)
     duration_s: length of the drive the world was built for
+    ego_motion: 'constant' (steady speed) or 'slow_stop' (`slow_stop_distance`: cruise, brake
+                to a stop in a queue, stand still)
     """
 
     seed: int
@@ -114,9 +116,22 @@ class World:
     duration_s: float
     sway_amplitude: float = 0.6
     sway_period_s: float = 9.0
+    ego_motion: str = "constant"
+
+    def ego_distance(self, t: float) -> float:
+        """Metres driven along the street by time t."""
+        if self.ego_motion == "slow_stop":
+            return slow_stop_distance(t, self.speed_mps, self.duration_s)
+        return self.speed_mps * t
 
     def ego_xy_yaw(self, t: float) -> tuple[float, float, float]:
         """Ego position on the road and heading at time t: straight ahead with a gentle lane sway."""
+        if self.ego_motion == "slow_stop":
+            # sway as a function of the distance driven, so a standing ego stands still
+            s = self.ego_distance(t)
+            ws = 2 * math.pi / (self.sway_period_s * max(self.speed_mps, 1e-6))
+            y = LANE_Y + self.sway_amplitude * math.sin(ws * s)
+            return s, y, math.atan(self.sway_amplitude * ws * math.cos(ws * s))
         w = 2 * math.pi / self.sway_period_s
         x = self.speed_mps * t
         y = LANE_Y + self.sway_amplitude * math.sin(w * t)
@@ -133,31 +148,64 @@ class World:
         return T
 
 
+EGO_MOTIONS = ("constant", "slow_stop")
+# 'slow_stop': cruise until this fraction of the drive, brake linearly to a stop at the second
+SLOW_STOP_PHASES = (0.25, 0.65)
+
+
+def slow_stop_distance(t: float, v0: float, duration_s: float) -> float:
+    """Distance (m) at time t of an ego that cruises at ``v0`` until ``SLOW_STOP_PHASES[0]`` of
+    the drive, brakes at constant deceleration to a stop at ``SLOW_STOP_PHASES[1]`` and then
+    stands still (a queue at a red light).
+
+        >>> slow_stop_distance(10.0, 3.0, 10.0)  # 3 * 2.5 + 3 * 4 / 2
+        13.5
+    """
+    ta, tb = (f * duration_s for f in SLOW_STOP_PHASES)
+    t = min(max(float(t), 0.0), max(duration_s, 0.0)) if duration_s > 0 else 0.0
+    if t <= ta:
+        return v0 * t
+    if t <= tb:
+        u = t - ta
+        return v0 * ta + v0 * u - v0 * u * u / (2 * (tb - ta))
+    return v0 * ta + v0 * (tb - ta) / 2
+
+
 def ground_label(xy: Tensor) -> Tensor:
     """Occ3D class of the ground plane at world points ``(M, 2)``."""
     road = xy[:, 1].abs() < ROAD_HALF_WIDTH
     return torch.where(road, torch.tensor(CLASS_ID["driveable_surface"]), torch.tensor(CLASS_ID["terrain"]))
 
 
-def generate_world(seed: int, duration_s: float = 10.0, speed_mps: float = 10.0, margin_m: float = 90.0) -> World:
-    """Build the street for a drive of `duration_s` at `speed_mps`, deterministic in all three.
+def generate_world(seed: int, duration_s: float = 10.0, speed_mps: float = 10.0, margin_m: float = 90.0,
+                   ego_motion: str = "constant") -> World:
+    """Build the street for a drive of `duration_s` at `speed_mps`, deterministic in all of them.
 
     The street is laid out over the whole drive from one random stream, so another duration
-    gives another street even with the same seed.
+    gives another street even with the same seed. ``ego_motion='slow_stop'``: the ego brakes
+    from `speed_mps` to a stop (`slow_stop_distance`) behind a lead car that keeps creeping
+    forward, while trucks and cars pass beside it in the other lane.
     """
     if duration_s < 0 or speed_mps < 0:
         raise ValueError(f"generate_world: duration_s and speed_mps must be >= 0, got {duration_s}, {speed_mps}")
+    if ego_motion not in EGO_MOTIONS:
+        raise ValueError(f"generate_world: unknown ego_motion '{ego_motion}'; valid: {list(EGO_MOTIONS)}")
     rng = np.random.Generator(np.random.PCG64(int(seed)))
     b = _Builder()
-    x0, x1 = -margin_m, speed_mps * duration_s + margin_m
+    travelled = slow_stop_distance(duration_s, speed_mps, duration_s) if ego_motion == "slow_stop" else speed_mps * duration_s
+    x0, x1 = -margin_m, travelled + margin_m
     for side in (-1.0, 1.0):
         _sidewalk(b, side, x0, x1)
         _buildings_and_vegetation(b, rng, side, x0, x1)
         _street_furniture(b, rng, side, x0, x1)
         _parked_cars(b, rng, side, x0, x1)
         _pedestrians(b, rng, side, x0, x1, duration_s)
-    _traffic(b, rng, x0, x1, speed_mps, duration_s)
-    return World(seed=int(seed), prims=b.build(), speed_mps=float(speed_mps), duration_s=float(duration_s))
+    if ego_motion == "slow_stop":
+        _queue_traffic(b, rng, x0, travelled)
+    else:
+        _traffic(b, rng, x0, x1, speed_mps, duration_s)
+    return World(seed=int(seed), prims=b.build(), speed_mps=float(speed_mps), duration_s=float(duration_s),
+                 ego_motion=ego_motion)
 
 
 def _sidewalk(b: _Builder, side: float, x0: float, x1: float, seg: float = 20.0):
@@ -319,3 +367,19 @@ def _traffic(b: _Builder, rng, x0: float, x1: float, speed: float, duration_s: f
         r = rng.random()
         _car(b, rng, x, -LANE_Y, math.pi, v, "truck" if r < 0.08 else "bus" if r < 0.16 else "car")
         x += rng.uniform(15, 45)
+
+
+def _queue_traffic(b: _Builder, rng, x0: float, stop_x: float):
+    """Traffic around an ego that brakes to a stop at ``stop_x``: a lead car in the ego lane that
+    keeps creeping forward (always ahead of the ego: it starts past the stop point), a slow
+    truck or bus passing beside the ego in the other lane, and the oncoming stream."""
+    lead_v = rng.uniform(0.8, 1.5)
+    _car(b, rng, max(stop_x + 7.5, 13.0) + rng.uniform(0.0, 2.0), LANE_Y, 0.0, lead_v)
+    slow_x = stop_x + rng.uniform(6.0, 10.0)  # beside the standing ego for several seconds
+    _car(b, rng, slow_x, -LANE_Y, math.pi, -rng.uniform(1.5, 3.0), "truck" if rng.random() < 0.5 else "bus")
+    # the oncoming stream ahead of the slow vehicle in its direction of travel (never catches it)
+    v = -rng.uniform(6.0, 9.0)
+    x = slow_x - 14.0 - rng.uniform(0, 6)
+    while x > x0:
+        _car(b, rng, x, -LANE_Y, math.pi, v, "truck" if rng.random() < 0.1 else "car")
+        x -= rng.uniform(15, 40)

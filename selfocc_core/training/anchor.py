@@ -4,11 +4,15 @@ The field always lives in the input frame's ego frame (``ego0``). The anchor is 
 frame (offset 0) or an adjacent frame (+-1); its cameras are expressed in ego0 as
 ``T_ego0_camA = inv(T_world_ego0) @ T_world_egoA @ T_egoA_camA``. The sources are the anchor's
 temporal neighbours that the sample holds (anchor 0: -1 and +1; anchor +1: 0 and +2).
+
+A source whose cameras barely moved from the anchor's (``camera_baseline`` below
+``min_baseline``) gives no parallax and is marked invalid for that batch element
+(``RigView.valid``); `usable_anchor_offset` picks an anchor that has a usable source.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -42,20 +46,41 @@ def choose_anchor_offset(cfg: LossConfig, available: set[int], generator: Option
     return offset if offset in available else 0
 
 
+def camera_baseline(a: RigView, b: RigView) -> Tensor:
+    """Mean distance (m) between corresponding camera centres of two rigs in one frame: ``[B]``."""
+    return (a.T_ego0_cam[..., :3, 3] - b.T_ego0_cam[..., :3, 3]).norm(dim=-1).mean(-1)
+
+
 @dataclass
 class AnchorViews:
     """offset: the anchor's offset; anchor: its frame; anchor_rig: its cameras in ego0;
-    sources: the neighbouring frames' rigs in ego0 (may be empty); source_offsets: their offsets."""
+    sources: the neighbouring frames' rigs in ego0 (may be empty), each with ``valid`` [B]
+    (baseline to the anchor >= min_baseline); source_offsets: their offsets;
+    baselines: [B, len(sources)] camera baselines (m)."""
 
     offset: int
     anchor: Frame
     anchor_rig: RigView
     sources: list[RigView]
     source_offsets: list[int]
+    baselines: Tensor
+
+    @property
+    def usable(self) -> Tensor:
+        """[B, len(sources)] bool: the (sample, source) pairs that may be trained on."""
+        if not self.sources:
+            return torch.zeros(self.baselines.shape[0], 0, dtype=torch.bool, device=self.baselines.device)
+        return torch.stack([s.valid for s in self.sources], dim=-1)
+
+    def usable_sources(self) -> list[RigView]:
+        """The sources valid for at least one batch element (the others are left out)."""
+        return [s for s in self.sources if bool(s.valid.any())]
 
 
-def anchor_views(sample: Sample, offset: int) -> AnchorViews:
-    """Build the anchor and its sources for a batched (collated) sample."""
+def anchor_views(sample: Sample, offset: int, min_baseline: float = 0.0) -> AnchorViews:
+    """Build the anchor and its sources for a batched (collated) sample; a source closer than
+    ``min_baseline`` metres (camera centres, `camera_baseline`) to the anchor is marked invalid
+    for that batch element."""
     frames = frames_by_offset(sample)
     if offset not in frames:
         raise ValueError(f"anchor offset {offset} not in the sample (offsets {sorted(frames)})")
@@ -63,10 +88,31 @@ def anchor_views(sample: Sample, offset: int) -> AnchorViews:
     if T_world_ego0.dim() != 3:
         raise ValueError("anchor_views expects a batched sample (use collate_samples)")
     src_offsets = [o for o in (offset - 1, offset + 1) if o in frames]
+    anchor_rig = rig_in_input_frame(frames[offset], T_world_ego0)
+    sources, baselines = [], []
+    for o in src_offsets:
+        rig = rig_in_input_frame(frames[o], T_world_ego0)
+        d = camera_baseline(anchor_rig, rig)
+        sources.append(replace(rig, valid=d >= min_baseline))
+        baselines.append(d)
+    B = T_world_ego0.shape[0]
     return AnchorViews(
         offset=offset,
         anchor=frames[offset],
-        anchor_rig=rig_in_input_frame(frames[offset], T_world_ego0),
-        sources=[rig_in_input_frame(frames[o], T_world_ego0) for o in src_offsets],
+        anchor_rig=anchor_rig,
+        sources=sources,
         source_offsets=src_offsets,
+        baselines=torch.stack(baselines, -1) if baselines else torch.zeros(B, 0, device=T_world_ego0.device),
     )
+
+
+def usable_anchor_offset(sample: Sample, preferred: int, min_baseline: float) -> Optional[int]:
+    """``preferred`` if its anchor has a usable source (baseline >= ``min_baseline``) for some
+    batch element, else the first of 0, -1, +1, -2, +2 ... that has, else None (no pair of
+    frames in the sample moved enough)."""
+    frames = frames_by_offset(sample)
+    order = [preferred] + sorted((o for o in frames if o != preferred), key=lambda o: (abs(o), o))
+    for o in order:
+        if bool(anchor_views(sample, o, min_baseline).usable.any()):
+            return o
+    return None

@@ -10,6 +10,9 @@ A checkpoint is a ``torch.save`` dict:
     config          ExperimentConfig as a plain dict (config_io.to_dict)
     rng             torch / numpy / python / cuda RNG states (exact resume)
     extra           free-form dict (e.g. last evaluation numbers)
+    rig             optional training rig (training_rig()): camera_names, T_ego_cam [N, 4, 4]
+                    float64 (camera optical frame -> the training ego frame), ground_z (ego-frame
+                    z of the ground the model assumes). Absent in older checkpoints, which load.
 
 Everything is stored as tensors / plain Python so it loads with ``weights_only=True``.
 """
@@ -69,8 +72,11 @@ def save_checkpoint(
     scheduler: Optional[Any] = None,
     extra: Optional[dict] = None,
     with_rng: bool = True,
+    rig: Optional[dict] = None,
 ) -> Path:
-    """Write a checkpoint atomically (a crash leaves the previous file intact). Returns the path."""
+    """Write a checkpoint atomically (a crash leaves the previous file intact). Returns the path.
+
+    ``rig``: the training rig from :func:`training_rig` (the ROS node compares it with TF)."""
     state = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "model": unwrap(model).state_dict(),
@@ -81,10 +87,40 @@ def save_checkpoint(
         "rng": capture_rng_state() if with_rng else None,
         "extra": dict(extra or {}),
     }
+    if rig is not None:
+        state["rig"] = rig
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return path
+
+
+def training_rig(camera_names, T_ego_cam, ground_z: float) -> dict:
+    """The camera rig a model is trained on, for the checkpoint: ``T_ego_cam`` ``[N, 4, 4]`` (or a
+    batch ``[B, N, 4, 4]``: the first sample is taken) maps each camera's optical frame to the
+    training ego frame; ``ground_z`` is that frame's ground height (model.ground_height).
+
+        >>> rig = training_rig(["CAM_FRONT"], torch.eye(4)[None], 0.0)
+        >>> rig["T_ego_cam"].shape, rig["camera_names"]
+        (torch.Size([1, 4, 4]), ['CAM_FRONT'])
+    """
+    T = torch.as_tensor(T_ego_cam).detach().to("cpu", torch.float64)
+    if T.dim() == 4:
+        T = T[0]
+    names = [str(n) for n in camera_names]
+    if T.dim() != 3 or T.shape[1:] != (4, 4) or T.shape[0] != len(names):
+        raise ValueError(f"training_rig: T_ego_cam must be [N, 4, 4] for {len(names)} cameras, got {tuple(T.shape)}")
+    return {"camera_names": names, "T_ego_cam": T.clone(), "ground_z": float(ground_z)}
+
+
+def rig_from_checkpoint(state: dict) -> Optional[dict]:
+    """The stored training rig, or None (checkpoints written before it was stored)."""
+    rig = state.get("rig")
+    if not rig:
+        return None
+    return {"camera_names": list(rig["camera_names"]),
+            "T_ego_cam": torch.as_tensor(rig["T_ego_cam"]).detach().to("cpu", torch.float64),
+            "ground_z": float(rig["ground_z"])}
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -147,4 +183,6 @@ def build_model_from_checkpoint(path: str | Path, device: Any = "cpu"):
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not fit the model of its config: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
-    return model.to(device).eval(), cfg
+    model = model.to(device).eval()
+    model.training_rig = rig_from_checkpoint(state)  # read by OccupancyPredictor.training_rig
+    return model, cfg

@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (fresh start if there is none)")
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
-    p.add_argument("--eval-data", default=None, help="override train.eval_data (dataset for periodic evaluation)")
+    p.add_argument("--eval-data", default=None, help="override train.eval_data (dataset for periodic evaluation); "
+                   "'same' (or the --data value itself) scores the training recording itself (per-sequence training)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process on CPU (default 1: "
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from selfocc_core.io_utils import atomic_write_text
     from selfocc_core.training import distributed as D
     from selfocc_core.training.config import load_experiment_config
-    from selfocc_core.training.data import open_data
+    from selfocc_core.training.data import eval_spec_and_split, open_data
     from selfocc_core.training.trainer import Trainer, TrainingDivergedError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -61,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
         train_set = open_data(args.data, dataclasses.replace(cfg.data, load_gt=False), "train")
         eval_set = None
         if cfg.train.eval_interval > 0 and env.is_main:
-            eval_spec = cfg.train.eval_data or args.data
+            eval_spec, eval_split = eval_spec_and_split(cfg.train.eval_data, args.data)
             try:
-                eval_set = open_data(eval_spec, dataclasses.replace(cfg.data, load_gt=True), "val")
+                eval_set = open_data(eval_spec, dataclasses.replace(cfg.data, load_gt=True), eval_split)
             except (ValueError, FileNotFoundError) as e:
                 logging.getLogger("selfocc.train").warning("no evaluation data (%s): %s", eval_spec, e)
         out = Path(args.out)
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         trainer.close()
         if env.is_main:
             summary = {"step": result.step, "last_loss": result.last_loss, "skipped_steps": result.skipped_steps,
-                       "wall_seconds": round(time.time() - t0, 1), "evals": result.evals}
+                       "context_pairs": result.pairs, "wall_seconds": round(time.time() - t0, 1), "evals": result.evals}
             atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
             print(json.dumps({k: v for k, v in summary.items() if k != "evals"}))
             if result.evals:

@@ -83,7 +83,8 @@ class TrainConfig:
     eval_interval: int = 1000
     """Steps between evaluations against ground truth (when the data has it); 0 = never."""
     eval_data: str = ""
-    """Dataset for periodic evaluation (same syntax as --data); "" = the training data's 'val' split."""
+    """Dataset for periodic evaluation (same syntax as --data); "" = the training data's 'val' split;
+    "same" (or the --data value itself) = the training recording itself (per-sequence training)."""
     eval_samples: int = 8
     """Samples scored per evaluation."""
     eval_max_depth: float = 80.0

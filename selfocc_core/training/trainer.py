@@ -32,14 +32,17 @@ from torch.utils.data.distributed import DistributedSampler
 from selfocc_core.classes import FREE_LABEL
 from selfocc_core.data.sample import Sample, collate_samples
 from selfocc_core.evaluation.occupancy_metrics import ground_plane_occupancy
+from selfocc_core.geometry.voxel_grid import occupancy_from_sdf
 from selfocc_core.io_utils import atomic_path
 from selfocc_core.losses.reprojection import sample_at_pixels
 from selfocc_core.losses.total import LossInputs, compute_losses
 from selfocc_core.model.selfocc import SelfOccModel
 from selfocc_core.rendering.ray_sampler import generate_rays, ray_grid_shape
 from selfocc_core.training import distributed as D
-from selfocc_core.training.anchor import anchor_views, choose_anchor_offset, frames_by_offset
-from selfocc_core.training.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint, unwrap
+from selfocc_core.training.anchor import anchor_views, choose_anchor_offset, frames_by_offset, usable_anchor_offset
+from selfocc_core.training.checkpoint import (
+    load_checkpoint, restore_rng_state, rig_from_checkpoint, save_checkpoint, training_rig, unwrap,
+)
 from selfocc_core.training.config import ExperimentConfig
 from selfocc_core.training.schedule import build_optimizer, build_scheduler
 
@@ -73,7 +76,7 @@ class Objective(nn.Module):
         # Poses and rays in fp32 even under bf16 autocast (bf16 matmuls would move a camera 50 m
         # from the origin by ~0.2 m); only the network runs in bf16.
         with torch.autocast(device_type=sample.frame.images.device.type, enabled=False):
-            views = anchor_views(sample, anchor_offset)
+            views = anchor_views(sample, anchor_offset, lc.min_source_baseline)
             rig = views.anchor_rig
             image_size = views.anchor.image_size
             stride = cfg.model.ray_stride
@@ -110,35 +113,40 @@ class Objective(nn.Module):
 
         with torch.autocast(device_type=target.device.type, enabled=False):
             terms = compute_losses(lc, LossInputs(
-                target_rgb=target.float(), rays=rays, render=render.float(), sources=views.sources, grid=grid,
+                target_rgb=target.float(), rays=rays, render=render.float(), sources=views.usable_sources(), grid=grid,
                 gradients=None if gradients is None else gradients.float(),
                 hessian=None if hessian is None else hessian.float(),
                 random_sdf=None if random_sdf is None else random_sdf.float(), random_prior=random_prior,
                 seg_labels=seg))
         depth = render.depth.detach().reshape(B, N, h, w)
+        usable = views.usable
         return {"total": terms.total, "terms": terms.terms, "stats": terms.stats, "depth": depth,
-                "anchor_rgb": target.detach().reshape(B, N, h, w, 3)}
+                "anchor_rgb": target.detach().reshape(B, N, h, w, 3),
+                "pairs": (int(usable.numel()), int((~usable).sum()))}
 
 
 # --------------------------------------------------------------------------------------------
 # Evaluation against ground truth (never used by the losses).
 # --------------------------------------------------------------------------------------------
 def gt_depth_at_rays(gt_depth: Tensor, camera_index: Tensor, pixels: Tensor) -> Tensor:
-    """GT z-depth ``[B, N, H, W]`` read at the ray pixels (nearest pixel) -> ``[B, R]``."""
+    """GT z-depth ``[B, N, H, W]`` read at the ray pixels -> ``[B, R]``: the value of the pixel the ray
+    goes through (nearest, never interpolated across depth edges or into invalid zeros). The fixed
+    evaluation rays go through pixel centres (`ray_grid_pixels`), so this is the GT of exactly
+    that ray; a jittered training ray gets the GT of the pixel it lies in."""
     return sample_at_pixels(gt_depth.unsqueeze(2), camera_index, pixels, mode="nearest")[..., 0]
 
 
 def sdf_occupancy(field_, grid, device=None, subvoxel: bool = False) -> Tensor:
     """Occupancy ``[X, Y, Z]`` bool of a (batch-1) field on ``grid``.
 
-    ``subvoxel=False``: SDF <= 0 at the voxel centre (the usual rule).
-    ``subvoxel=True``: the voxel holds solid anywhere: SDF <= 0 at any of 2x2x2 points at
-    +-voxel/4 around the centre (a surface running through the centre plane, like a road at
-    the height of a layer of voxel centres, then counts as occupied, as the GT labels it).
+    ``subvoxel=False``: the project's rule, `occupancy_from_sdf` (SDF at the voxel centre <=
+    a quarter voxel; stable for surfaces through voxel centres or on voxel faces).
+    ``subvoxel=True``: SDF <= 0 at any of 2x2x2 points at +-voxel/4 around the centre (a
+    cross-check: the same as the rule for axis-aligned planes, 8x the queries).
     """
     centres = grid.centers(device=device)  # [X, Y, Z, 3]
     if not subvoxel:
-        return (field_.sdf(centres.unsqueeze(0))[0] <= 0).cpu()
+        return occupancy_from_sdf(field_.sdf(centres.unsqueeze(0))[0], grid.voxel_size).cpu()
     q = grid.voxel_size / 4
     offs = torch.tensor([[x, y, z] for x in (-q, q) for y in (-q, q) for z in (-q, q)], device=centres.device)
     pts = centres.unsqueeze(-2) + offs  # [X, Y, Z, 8, 3]
@@ -148,25 +156,42 @@ def sdf_occupancy(field_, grid, device=None, subvoxel: bool = False) -> Tensor:
 @torch.no_grad()
 def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, device: torch.device,
              max_samples: int, stride: Optional[int] = None) -> dict:
-    """Depth metrics (vs GT depth at the rays of the input frame's cameras) and occupancy IoU
-    (vs GT on the camera mask inside the model's scene box, with a ground-plane-only baseline:
-    voxels at/below ``cfg.model.ground_height``) over ``max_samples`` samples spread evenly
-    over the dataset.
+    """Depth metrics (vs GT depth at the rays of the input frame's cameras) and occupancy scores
+    (vs GT inside the model's scene box) over ``max_samples`` samples spread evenly over the dataset.
+
+    Keys (log.jsonl / TensorBoard):
+    - ``depth/<metric>``: capped at ``train.eval_max_depth``; ``depth/abs_rel_<bin>``,
+      ``depth/rmse_<bin>`` per GT range bin (uncapped, 80 m) and ``depth/share_beyond_cap``,
+      ``depth/share_outside_box``, ``depth/share_beyond_reach`` (evaluation/depth_ranges.py);
+    - ``occ/iou, precision, recall`` (camera mask, the project's occupancy rule), the same with
+      ``_subvoxel`` (2x2x2 probes), ``occ/ground_plane_iou`` (the flat ground on the same voxels);
+    - ``occ/above_ground_iou|precision|recall``, ``occ/above_ground_iou_<bin>`` (0-10, 10-20,
+      20-40 m) and ``occ/rayiou``, ``occ/rayiou@1|2|4`` (class-agnostic RayIoU; origins: the rig
+      centres of the sample's frames) of the model, and the same keys under ``flat_ground/`` and
+      ``perfect_ground/`` for the references (evaluation/occupancy_scores.py).
 
     Returns {} when the dataset has no ground truth.
     """
     from selfocc_core.evaluation.depth_metrics import DepthEvalConfig, DepthMetrics
+    from selfocc_core.evaluation.depth_ranges import DepthRangeMetrics
+    from selfocc_core.evaluation.evaluate import rig_origins
     from selfocc_core.evaluation.occupancy_metrics import GeometryMetrics
+    from selfocc_core.evaluation.occupancy_scores import OccupancyScores, flat_scores
+    from selfocc_core.evaluation.regions import crop_to_box
 
     was_training = model.training
     model.eval()
-    depth_m, occ_m, sub_m, base_m = DepthMetrics(DepthEvalConfig(max_depth=cfg.train.eval_max_depth)), GeometryMetrics(), GeometryMetrics(), GeometryMetrics()
+    depth_cfg = DepthEvalConfig(max_depth=cfg.train.eval_max_depth)
+    depth_m, range_m = DepthMetrics(depth_cfg), DepthRangeMetrics(depth_cfg)
+    occ_m, sub_m, base_m = GeometryMetrics(), GeometryMetrics(), GeometryMetrics()
+    scores = OccupancyScores(semantic=False)
     stride = stride or cfg.train.eval_stride
     try:
         n = min(max_samples, len(dataset))
         # evenly spread over the dataset (several streets / sequences), deterministic
         for i in sorted({int(round(x)) for x in np.linspace(0, len(dataset) - 1, n)}):
-            s = collate_samples([dataset[i]]).to(device)
+            raw = dataset[i]
+            s = collate_samples([raw]).to(device)
             gt, inp = s.gt, s.without_gt()
             if gt is None:
                 continue
@@ -180,6 +205,7 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
                 pred = render.depth.float().reshape(-1, fr.num_cameras, h, w)
                 gtd = gt_depth_at_rays(gt.depth.float(), rays.camera_index, rays.pixels).reshape_as(pred)
                 depth_m.update(pred, gtd)
+                range_m.update(pred, gtd, (rays.far * rays.z_per_unit).float().reshape_as(pred))
             if gt.occ_semantics is not None and gt.grid is not None:
                 centres = gt.grid.centers(device=device).unsqueeze(0)  # [1, X, Y, Z, 3]
                 gt_occ = (gt.occ_semantics[0] != FREE_LABEL).cpu()
@@ -192,16 +218,34 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
                 occ_m.update(sdf_occupancy(field_, gt.grid, device), gt_occ, mask)
                 sub_m.update(sdf_occupancy(field_, gt.grid, device, subvoxel=True), gt_occ, mask)
                 base_m.update(ground_plane_occupancy(gt.grid, cfg.model.ground_height), gt_occ, mask)
+                crop = crop_to_box(gt.grid, cfg.model.scene)
+                if crop is not None:  # the same voxels as above, on the sub-grid of the box (for RayIoU)
+                    sub, sl = crop
+                    pred_lab = torch.where(sdf_occupancy(field_, sub, device), 0, FREE_LABEL).to(torch.uint8)
+                    cam = None if gt.occ_mask_camera is None else gt.occ_mask_camera[0].bool().cpu()[sl]
+                    scores.update({"model": pred_lab}, gt.occ_semantics[0].cpu()[sl], sub, cfg.model.ground_height,
+                                  mask=cam, origins=rig_origins(raw))
     finally:
         model.train(was_training)
     out = {}
     if depth_m.num_images:
         out.update({f"depth/{k}": v for k, v in depth_m.compute().items() if k != "num_images"})
+        r = range_m.compute()
+        for b, v in r["by_range"].items():
+            out.update({f"depth/abs_rel_{b}": v["abs_rel"], f"depth/rmse_{b}": v["rmse"]})
+        out.update({f"depth/{k}": r[k] for k in ("share_beyond_cap", "share_outside_box", "share_beyond_reach")
+                    if k in r})
     if occ_m.num_samples:
         o, sv, b = occ_m.compute(), sub_m.compute(), base_m.compute()
         out.update({"occ/iou": o["iou"], "occ/precision": o["precision"], "occ/recall": o["recall"],
                     "occ/iou_subvoxel": sv["iou"], "occ/precision_subvoxel": sv["precision"],
                     "occ/recall_subvoxel": sv["recall"], "occ/ground_plane_iou": b["iou"]})
+    if scores.num_samples:
+        sc = scores.compute()
+        new = flat_scores(sc, "model", "occ/")
+        out.update({k: v for k, v in new.items() if k not in out})  # occ/iou etc. as computed above
+        for ref in ("flat_ground", "perfect_ground"):
+            out.update(flat_scores(sc, ref, f"{ref}/"))
     return out
 
 
@@ -250,6 +294,8 @@ class TrainResult:
     last_loss: float
     evals: list[dict] = field(default_factory=list)
     skipped_steps: int = 0
+    pairs: dict = field(default_factory=dict)
+    """Context-pair counts (see `Trainer.pair_counts`)."""
 
 
 class Trainer:
@@ -258,6 +304,7 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig, train_set: Dataset, out_dir: str | Path, env: D.DistEnv,
                  eval_set: Optional[Dataset] = None, resume: bool = False, progress: bool = True):
         self.cfg, self.env, self.out = cfg, env, Path(out_dir)
+        self.rig: Optional[dict] = None  # training rig (checkpoint.training_rig), from the first batch
         self.train_set = _CachedDataset(train_set) if cfg.train.num_workers == 0 else train_set
         self.eval_set = eval_set
         self.progress = progress and env.is_main
@@ -276,6 +323,10 @@ class Trainer:
         self.step = 0
         self.consecutive_nan = 0
         self.skipped = 0
+        # (anchor, source) pairs seen / skipped for lack of baseline (LossConfig.min_source_baseline),
+        # anchors replaced by another offset, samples skipped without any usable pair
+        self.pair_counts = {"pairs_total": 0, "pairs_skipped_no_baseline": 0, "anchors_replaced": 0,
+                            "samples_skipped_no_baseline": 0}
         self.sampler = DistributedSampler(self.train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
                                           seed=cfg.train.seed, drop_last=len(self.train_set) >= env.world_size)
         self.steps_per_epoch = max(len(self.sampler) // cfg.train.batch_size, 1)
@@ -309,6 +360,7 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.env.device, expected_config=self.cfg)
+        self.rig = rig_from_checkpoint(state)
         self.model.load_state_dict(state["model"])
         if state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -336,11 +388,30 @@ class Trainer:
         return iter(loader)
 
     # --- one step -----------------------------------------------------------------------------
-    def train_step(self, batch: Sample) -> dict:
-        """One optimiser step on a collated batch. Returns the logged scalars."""
+    def choose_anchor(self, sample: Sample) -> Optional[int]:
+        """The anchor offset for a batch (`choose_anchor_offset`), replaced by one with a usable
+        source when the drawn anchor has none (ego standing still); None when no pair of frames
+        in the sample has ``loss.min_source_baseline`` (the sample is then skipped)."""
+        lc = self.cfg.loss
+        offset = choose_anchor_offset(lc, set(frames_by_offset(sample)))
+        if lc.reprojection_weight <= 0 or lc.min_source_baseline <= 0:
+            return offset
+        chosen = usable_anchor_offset(sample, offset, lc.min_source_baseline)
+        if chosen is None:
+            self.pair_counts["samples_skipped_no_baseline"] += sample.frame.images.shape[0]
+        elif chosen != offset:
+            self.pair_counts["anchors_replaced"] += 1
+        return chosen
+
+    def train_step(self, batch: Sample) -> Optional[dict]:
+        """One optimiser step on a collated batch. Returns the logged scalars, or None when the
+        batch has no context pair with a camera baseline (nothing trained, step not counted)."""
+        if self.rig is None:  # stored in every checkpoint: the node checks its TF against it
+            self.rig = training_rig(batch.frame.camera_names, batch.frame.T_ego_cam, self.cfg.model.ground_height)
         sample = batch.without_gt().to(self.env.device, non_blocking=True)
-        available = set(frames_by_offset(sample))
-        offset = choose_anchor_offset(self.cfg.loss, available)
+        offset = self.choose_anchor(sample)
+        if offset is None:
+            return None
         use_bf16 = self.cfg.train.bf16 and self.env.device.type == "cuda"
         self.optimizer.zero_grad(set_to_none=True)
         # BatchNorm running statistics change in the forward pass; keep a copy so that a skipped
@@ -349,6 +420,8 @@ class Trainer:
         with torch.autocast(device_type=self.env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self.objective(sample, offset)
         total = out["total"]
+        self.pair_counts["pairs_total"] += out["pairs"][0]
+        self.pair_counts["pairs_skipped_no_baseline"] += out["pairs"][1]
         total.backward()
         grad_norm = None
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -383,6 +456,7 @@ class Trainer:
                    "lr": self.optimizer.param_groups[-1]["lr"] if self.optimizer.param_groups else 0.0}
         scalars.update({f"loss/{k}": float(v.detach()) for k, v in out["terms"].items()})
         scalars.update({f"stats/{k}": float(v) for k, v in out["stats"].items()})
+        scalars.update({f"pairs/{k}": v for k, v in self.pair_counts.items()})
         if grad_norm is not None:
             scalars["grad_norm"] = float(grad_norm)
         inv_s = unwrap(self.model).inv_s()
@@ -416,7 +490,7 @@ class Trainer:
             return None
         extra = {"skipped_steps": self.skipped}
         save_checkpoint(self.last_ckpt, model=self.model, config=self.cfg, step=self.step,
-                        optimizer=self.optimizer, scheduler=self.scheduler, extra=extra)
+                        optimizer=self.optimizer, scheduler=self.scheduler, extra=extra, rig=self.rig)
         if periodic:
             dst = self.out / f"step_{self.step:07d}.pt"
             with atomic_path(dst) as tmp:
@@ -455,10 +529,20 @@ class Trainer:
             bar = tqdm(total=tc.steps, initial=self.step, desc="train", dynamic_ncols=True)
         t_last, n_last = time.time(), 0
         batches = self._batches()
+        idle = 0  # consecutive batches without a usable context pair
         try:
             while self.step < stop_step:
                 batch = next(batches)
                 scalars = self.train_step(batch)
+                if scalars is None:
+                    idle += 1
+                    if idle > 2 * len(self.train_set) + 10:
+                        raise ValueError(
+                            f"no training sample has a context frame whose cameras moved "
+                            f">= loss.min_source_baseline = {self.cfg.loss.min_source_baseline} m from the anchor "
+                            f"(ego standing still throughout?); {self.pair_counts}")
+                    continue
+                idle = 0
                 result.last_loss = scalars["loss"]
                 n_last += tc.batch_size * self.env.world_size
                 if bar is not None:
@@ -491,7 +575,10 @@ class Trainer:
                 bar.close()
             if self.writer is not None:
                 self.writer.flush()
-        result.step, result.skipped_steps = self.step, self.skipped
+        result.step, result.skipped_steps, result.pairs = self.step, self.skipped, dict(self.pair_counts)
+        if self.pair_counts["pairs_skipped_no_baseline"] or self.pair_counts["samples_skipped_no_baseline"]:
+            log.info("context pairs without baseline (< %.2f m) skipped: %s", self.cfg.loss.min_source_baseline,
+                     self.pair_counts)
         return result
 
     def close(self) -> None:

@@ -106,20 +106,22 @@ class BagPlayer:
         self.start_offset_ns = int(start_offset * 1e9)
         self.published = 0
 
-    def wait_for_subscribers(self, timeout: float) -> bool:
+    def wait_for_subscribers(self, timeout: float, should_stop=lambda: False) -> bool:
         """Block until every volatile publisher (and /clock) has a subscription (or `timeout` s). True if they all do."""
         end = time.monotonic() + timeout
         pubs = [p for t, p in self.publishers.items() if t not in self.latched]
         if self.clock_pub is not None:
             pubs.append(self.clock_pub)
-        while time.monotonic() < end:
+        while time.monotonic() < end and not should_stop():
             if all(p.get_subscription_count() > 0 for p in pubs):
                 return True
             time.sleep(0.05)
         return False
 
-    def wait_for_all_acked(self, timeout: float) -> bool:
-        """Wait until reliable subscribers acknowledged everything published (True if they did)."""
+    def wait_for_all_acked(self, timeout: float, should_stop=lambda: False) -> bool:
+        """Wait until reliable subscribers acknowledged everything published (True if they did).
+
+        Waits in slices of 0.1 s so that ``should_stop`` (a signal) ends it promptly."""
         from rclpy.duration import Duration
 
         end = time.monotonic() + timeout
@@ -127,8 +129,15 @@ class BagPlayer:
         for pub in [*self.publishers.values(), self.clock_pub]:
             if pub is None or pub.get_subscription_count() == 0:
                 continue
-            left = max(0.0, end - time.monotonic())
-            ok = pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))) and ok
+            while True:
+                left = end - time.monotonic()
+                if should_stop():
+                    return False
+                if pub.wait_for_all_acked(Duration(nanoseconds=int(max(0.0, min(left, 0.1)) * 1e9))):
+                    break
+                if left <= 0.1:
+                    ok = False
+                    break
         return ok
 
     def _publish_clock(self, bag_ns: int) -> None:
@@ -193,8 +202,16 @@ def play_from_args(args: argparse.Namespace, ros_args: list[str] | None = None) 
     import rclpy
     from rclpy.node import Node
 
+    from rclpy.signals import SignalHandlerOptions
+
+    from selfocc_ros.shutdown import ShutdownRequest
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rclpy.init(args=ros_args)
+    # SIGINT/SIGTERM only set a flag that the loops below check (selfocc_ros/shutdown.py): no
+    # KeyboardInterrupt traceback, the context stays valid until the player is closed, exit 0.
+    stop = ShutdownRequest().install()
+    rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO)
+    stop.mark_ready()
     node = None
     player = None
     try:
@@ -208,23 +225,24 @@ def play_from_args(args: argparse.Namespace, ros_args: list[str] | None = None) 
         if not player.publishers:
             print(f"bag play: error: nothing to publish from {args.bag}", file=sys.stderr)
             return 1
-        if args.wait_for_subscribers > 0 and not player.wait_for_subscribers(args.wait_for_subscribers):
+        if args.wait_for_subscribers > 0 and not player.wait_for_subscribers(args.wait_for_subscribers, stop.requested):
             log.warning("not every topic has a subscriber after %.1f s; playing anyway", args.wait_for_subscribers)
-        if args.delay > 0:
-            time.sleep(args.delay)
+        if args.delay > 0 and stop.wait(args.delay):
+            return 0
         log.info("playing %s: %d topics at rate %.2f%s", args.bag, len(player.publishers), args.rate,
                  " (loop)" if args.loop else "")
         while True:
-            n = player.play_once(should_stop=lambda: not rclpy.ok())
+            n = player.play_once(should_stop=lambda: stop.requested() or not rclpy.ok())
             log.info("published %d messages", n)
-            if not args.loop or not rclpy.ok():
+            if not args.loop or stop.requested() or not rclpy.ok():
                 break
+        if stop.requested():
+            log.info("stopped (%s)", stop.describe())
+            return 0
         # Like `ros2 bag play --wait-for-all-acked`: reliable subscribers get the tail of the
         # bag even when their data channel came up late (a participant that exits drops them).
-        if not player.wait_for_all_acked(args.ack_timeout):
+        if not player.wait_for_all_acked(args.ack_timeout, stop.requested) and not stop.requested():
             log.warning("not every message was acknowledged within %.1f s", args.ack_timeout)
-        return 0
-    except KeyboardInterrupt:
         return 0
     finally:
         if player is not None:
@@ -243,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bag_player", description=__doc__.splitlines()[0])
     add_play_arguments(parser)
     args = parser.parse_args(remove_ros_args(argv)[1:])
-    return play_from_args(args, ros_args=argv)
+    status = play_from_args(args, ros_args=argv)
+    from selfocc_ros.shutdown import exit_now
+
+    exit_now(status)  # everything is closed: skip the interpreter's slow finalization (see shutdown.py)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,151 @@
+"""The node's hot path without DDS: uint8[] fields set without per-element Python, images decoded
+as views of the message, downscaled once in uint8, RViz-sized marker selection."""
+
+from __future__ import annotations
+
+import array
+
+import numpy as np
+import pytest
+import torch
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from selfocc_core.classes import FREE_LABEL
+from selfocc_core.data.images import resize_image
+from selfocc_core.geometry.camera import scale_intrinsics
+from selfocc_ros import conversions as conv
+from selfocc_ros.node_logic import images_to_network_input
+
+
+def test_uint8_fields_are_array_arrays_and_round_trip():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    msg = conv.numpy_to_image(rgb, "rgb8", Header(frame_id="cam"))
+    # an array.array('B') is what the generated setter stores without checking every byte in Python
+    assert isinstance(msg.data, array.array) and msg.data.typecode == "B" and len(msg.data) == rgb.size
+    np.testing.assert_array_equal(conv.image_to_rgb(msg), rgb)
+    labels = np.full((3, 2, 2), FREE_LABEL, np.uint8)
+    labels[1, 0, 1] = 4
+    xyz, lab, c = conv.occupied_points(labels, None, (0.0, 0.0, 0.0), 1.0)
+    cloud = conv.make_occupancy_cloud(xyz, lab, c, Header())
+    assert isinstance(cloud.data, array.array) and len(cloud.data) == 20
+    assert conv.pointcloud2_to_array(cloud)["label"].tolist() == [4]
+    assert conv.uint8_field(b"\x01\x02").tolist() == [1, 2]
+    empty = conv.make_occupancy_cloud(np.zeros((0, 3), np.float32), np.zeros(0, np.uint8), np.zeros(0, np.float32), Header())
+    assert empty.width == 0 and len(empty.data) == 0
+
+
+@pytest.mark.parametrize("enc", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
+def test_color_view_shares_the_message_buffer(enc):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    arr = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "rgba8": np.dstack([rgb, np.full((4, 6), 9, np.uint8)]),
+           "bgra8": np.dstack([rgb[..., ::-1], np.full((4, 6), 9, np.uint8)]), "mono8": rgb[..., 0]}[enc]
+    msg = Image()
+    msg.height, msg.width, msg.encoding, msg.step = 4, 6, enc, 6 * (arr.shape[2] if arr.ndim == 3 else 1)
+    msg.data = conv.uint8_field(np.ascontiguousarray(arr))  # as rclpy delivers it: array.array('B')
+    view, bgr = conv.image_to_color_view(msg)
+    assert view.shape == (4, 6, 3) and bgr == (enc in ("bgr8", "bgra8"))
+    want = rgb if enc != "mono8" else np.repeat(rgb[..., :1], 3, 2)
+    np.testing.assert_array_equal(view[..., ::-1] if bgr else view, want)
+    if enc != "mono8":  # no copy of the pixels
+        assert np.shares_memory(view, np.frombuffer(msg.data, np.uint8))
+
+
+def test_network_input_equals_the_float_resize_within_one_level():
+    rng = np.random.default_rng(2)
+    imgs = [rng.integers(0, 256, (90, 160, 3), dtype=np.uint8) for _ in range(2)]
+    K = np.stack([np.array([[120.0, 0, 79.5], [0, 118.0, 44.5], [0, 0, 1]])] * 2)
+    x, Kn = images_to_network_input([imgs[0], imgs[1][..., ::-1]], [False, True], K, (24, 40))
+    ref, Kref = resize_image(torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255,
+                             torch.from_numpy(K).float(), 24, 40)
+    assert x.shape == (2, 3, 24, 40) and x.dtype == torch.float32
+    assert (x - ref).abs().max() <= 1.0 / 255  # uint8 resize: rounding only
+    torch.testing.assert_close(Kn, Kref)
+    torch.testing.assert_close(Kn, scale_intrinsics(torch.from_numpy(K), 40 / 160, 24 / 90).float())
+    # no resize: exactly /255, K unchanged
+    y, Ky = images_to_network_input(imgs, [False, False], K, None)
+    assert torch.equal(y, torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255)
+    torch.testing.assert_close(Ky, torch.from_numpy(K).float())
+
+
+def test_surface_mask_of_solid_blocks():
+    occ = np.zeros((9, 9, 9), bool)
+    occ[2:7, 2:7, 2:7] = True  # 5^3 cube inside the grid: 125 - 27 interior voxels
+    s = conv.surface_mask(occ)
+    assert s.sum() == 125 - 27 and not s[3:6, 3:6, 3:6].any() and s[2, 4, 4]
+    edge = np.zeros((4, 4, 4), bool)
+    edge[:, :, :2] = True  # a slab on the grid's floor: outside counts as unknown, only the top shows
+    assert conv.surface_mask(edge).sum() == 16 and conv.surface_mask(edge)[:, :, 1].all()
+    assert conv.surface_mask(np.ones((3, 3, 3), bool)).sum() == 0
+
+
+def test_marker_voxels_range_cap_and_order():
+    labels = np.full((10, 3, 1), FREE_LABEL, np.uint8)
+    labels[:, 1, 0] = np.arange(10)  # a row of voxels at x = -4.5 .. 4.5, y = z = 0, free on both sides
+    lower = (-5.0, -1.5, -0.5)
+    xyz, lab = conv.marker_voxels(labels, lower, 1.0)
+    assert len(xyz) == 10 and lab.tolist() == list(range(10))
+    xyz, lab = conv.marker_voxels(labels, lower, 1.0, max_range=2.0)
+    np.testing.assert_allclose(xyz[:, 0], [-1.5, -0.5, 0.5, 1.5])
+    xyz, lab = conv.marker_voxels(labels, lower, 1.0, max_count=3, origin=(4.0, 0.0, 0.0))
+    assert lab.tolist() == [7, 8, 9]  # the nearest to the origin, in grid order
+    xyz, lab = conv.marker_voxels(labels, lower, 1.0, max_count=3)
+    assert len(lab) == 3 and set(lab.tolist()) <= {3, 4, 5, 6}
+    with pytest.raises(conv.ConversionError, match="max_count"):
+        conv.marker_voxels(labels, lower, 1.0, max_count=-1)
+
+
+def test_predictor_depth_size():
+    from selfocc_core.inference.predictor import OccupancyPredictor
+    from selfocc_core.model import SelfOccModel
+    from test_predictor_core import _config, make_frame
+
+    torch.manual_seed(0)
+    cfg = _config()
+    p = OccupancyPredictor(SelfOccModel(cfg.model), cfg)
+    frame = make_frame()
+    full = p.predict(frame)
+    small = p.predict(frame, depth_size=(8, 14))
+    assert small.depth.shape == (3, 8, 14) and full.depth.shape == (3, *frame.image_size)
+    assert p.predict(frame, with_depth=False).depth is None
+    # the same rendered rays, resampled: the small image is the full one averaged down (within rounding)
+    down = torch.nn.functional.interpolate(full.depth[:, None], size=(8, 14), mode="area")[:, 0]
+    assert (small.depth - down).abs().median() < 0.05 * down.median()
+    with pytest.raises(ValueError, match="depth_size"):
+        p.predict(frame, depth_size=(0, 3))
+
+
+def test_points_and_float_fields_equal_the_checked_constructors():
+    from geometry_msgs.msg import Point
+
+    xyz = np.array([[0.5, -1.25, 3.0], [1e-3, 2.0, -7.5]], np.float32)
+    pts = conv.make_points(xyz)
+    assert [(p.x, p.y, p.z) for p in pts] == [(float(a), float(b), float(c)) for a, b, c in xyz]
+    assert pts[0] == Point(x=0.5, y=-1.25, z=3.0)  # the generated __eq__ compares every field
+    f = conv.float32_field(np.array([[0.25, 1.5]], np.float64))
+    assert f.typecode == "f" and f.tolist() == [0.25, 1.5]
+
+
+@pytest.mark.slow
+def test_cudagraph_bf16_path_matches_eager_on_cpu(tmp_path):
+    """optimize="cudagraph" is torch.compile(mode="reduce-overhead"); on a CPU the same code path
+    runs without graphs (CUDA graphs themselves need a GPU: unmeasured here)."""
+    from selfocc_core.inference.predictor import OccupancyPredictor
+    from selfocc_core.model import SelfOccModel
+    from test_predictor_core import _config, make_frame
+
+    torch.manual_seed(1)
+    cfg = _config()
+    m = SelfOccModel(cfg.model)
+    with torch.no_grad():
+        m.decoder.head.weight[0].mul_(300.0)  # a non-trivial field (as test_predictor_core's bumpy model)
+    eager = OccupancyPredictor(m, cfg)
+    fast = OccupancyPredictor(m, cfg, optimize="cudagraph", dtype=torch.bfloat16)
+    frame = make_frame(seed=5)
+    a, b = eager.predict(frame), fast.predict(frame)
+    b2 = fast.predict(frame)  # a replay: outputs of the first call are not overwritten
+    assert (a.occupied == b.occupied).float().mean() >= 0.97
+    assert (a.depth - b.depth).abs().median() < 0.5
+    assert torch.equal(b.occupied, b2.occupied)

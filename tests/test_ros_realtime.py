@@ -1,0 +1,79 @@
+"""Real-time behaviour of the node over real DDS: only outputs with subscribers are built and sent
+(and depth is not even rendered without a depth subscriber), RViz-sized markers (surface voxels,
+range, cap) and a configurable depth image size. The fixture graph is test_ros_node.Graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from ros_common import check_outputs_match, spin_until  # noqa: E402
+from selfocc_ros import conversions as conv  # noqa: E402
+from selfocc_ros.testing import StandInPredictor  # noqa: E402
+from test_ros_node import CAMS, _dds_env, graph_factory, ros_msgs  # noqa: E402,F401  (fixtures)
+
+pytestmark = pytest.mark.ros
+
+
+def test_nothing_is_built_or_sent_without_subscribers(graph_factory):
+    standin = StandInPredictor()
+    g = graph_factory(predictor=standin, outputs=("cloud",))
+    node = g.node
+    assert all(p.get_subscription_count() == 0 for p in [node.pub_markers, node.pub_grid, *node.pub_depth.values()])
+    stamp = g.play(0)
+    assert stamp in g.out.clouds
+    assert spin_until(None, lambda: node.published_counts["cloud"] == 1, 3.0)
+    assert dict(node.published_counts) == {"cloud": 1}  # no markers, grid or depth message was made
+    assert standin.calls[-1]["with_depth"] is False  # nobody wants depth: it is not rendered
+
+    # a depth subscriber appears (discovered over DDS): depth is rendered and sent, for that camera only
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    got = []
+    depth_sub = g.sub_node.create_subscription(Image, f"/selfocc_occupancy/depth/{CAMS[1]}", got.append,
+                                   QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+    assert spin_until(None, lambda: node.pub_depth[CAMS[1]].get_subscription_count() == 1, 10.0)
+    stamp = g.play(1)
+    assert spin_until(None, lambda: any(conv.stamp_to_ns(m.header.stamp) == stamp for m in got), 5.0)
+    assert standin.calls[-1]["with_depth"] is True and node.published_counts["depth"] == 1
+    assert node.published_counts["markers"] == node.published_counts["grid"] == 0
+
+    # nobody listens at all: the set is not even inferred
+    g.out.unsubscribe()
+    g.sub_node.destroy_subscription(depth_sub)
+    assert spin_until(None, lambda: node.pub_cloud.get_subscription_count() == 0
+                      and node.pub_depth[CAMS[1]].get_subscription_count() == 0, 10.0)
+    n_calls = len(standin.calls)
+    g.fixture.publish_frame(2)
+    assert spin_until(None, lambda: node.stats.sets_unwanted == 1, 5.0)
+    assert len(standin.calls) == n_calls and node.published_counts["cloud"] == 2
+
+
+def test_marker_count_is_capped_to_the_nearest_surface_voxels(graph_factory):
+    params = {"publish.marker_max_count": 40, "publish.marker_range": 6.0}
+    g = graph_factory(params=params)
+    stamp = g.play(0)
+    pred = StandInPredictor().predict(g.fixture.frame(0))
+    check_outputs_match(g.out, stamp, pred, CAMS, markers={"max_range": 6.0, "max_count": 40, "surface_only": True})
+    cubes = [p for m in g.out.markers[stamp].markers[1:] for p in m.points]
+    assert len(cubes) == 40 < int(pred.occupied.sum())
+    assert max(np.sqrt(p.x ** 2 + p.y ** 2 + p.z ** 2) for p in cubes) <= 6.0
+
+
+@pytest.mark.parametrize("params,size", [({"publish.depth_width": 44}, (24, 44)),
+                                         ({"publish.depth_width": 30, "publish.depth_height": 10}, (10, 30)),
+                                         ({}, (48, 88))])
+def test_depth_output_size_is_configurable(graph_factory, params, size):
+    standin = StandInPredictor()
+    g = graph_factory(predictor=standin, params=params, outputs=("cloud", "depth"))
+    stamp = g.play(0)
+    for k, cam in enumerate(CAMS):
+        img = g.out.depth[cam][stamp]
+        assert (img.height, img.width) == size and img.encoding == "32FC1"
+        assert img.header.frame_id == f"{cam.lower()}_optical_frame"
+    assert standin.calls[-1]["depth_size"] == size
+    want = StandInPredictor().predict(g.fixture.frame(0), depth_size=size).depth
+    np.testing.assert_allclose(conv.image_to_depth(g.out.depth[CAMS[1]][stamp]), want[1].numpy(), atol=1e-3)
