@@ -188,7 +188,7 @@ def make_checkpoint(config: str, cameras) -> str:
     return str(save_checkpoint(path, model=SelfOccModel(cfg.model), config=cfg, step=0, with_rng=False))
 
 
-def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: int) -> dict:
+def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: int, errors: int = 0) -> dict:
     stage_names = sorted({k for t in tim for k in t["publish_stages_s"]})
     per = {
         "decode": _stats(t["decode_s"] for t in tim),
@@ -206,7 +206,10 @@ def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: i
     lat_net = [t["latency_s"] - pub_by_stamp.get(t["stamp_ns"], 0.0) for t in tim]
     return {
         "sets_sent": len(robot["stamps"]), "published": len(tim), "sets_dropped": dropped,
-        "results_dropped": results_dropped, "input_rate_hz": round(robot["input_rate_hz"], 2),
+        "results_dropped": results_dropped, "input_errors": errors,
+        # sent but never a complete set at the node: images lost on the way (best-effort QoS)
+        "sets_incomplete": len(robot["stamps"]) - len(tim) - dropped - errors,
+        "input_rate_hz": round(robot["input_rate_hz"], 2),
         "per_frame_ms": per,
         "overhead_over_model": {"p50": round(float(np.median(ratio)), 4) if ratio else None,
                                 "of_p50s": round(per["node_overhead_total"]["p50"] / per["model"]["p50"], 4)
@@ -287,16 +290,18 @@ def main(argv=None) -> int:
     def run_phase(n, period):
         t0 = len(node.timings)
         d0, r0 = node.stats.sets_dropped, node.stats.results_dropped
+        e0 = sum(node.stats.errors.values())
         here.send(("play", n, period))
         res = here.recv()
         time.sleep(0.2)
         tim = list(node.timings)[t0:]
         for j, t in enumerate(tim):
             t["stamp_ns"] = stamp_of.get(t0 + j)
-        return tim, res, node.stats.sets_dropped - d0, node.stats.results_dropped - r0
+        return (tim, res, node.stats.sets_dropped - d0, node.stats.results_dropped - r0,
+                sum(node.stats.errors.values()) - e0)
 
     # warm-up (first inferences allocate) and the model time for pacing
-    tim, res, _, _ = run_phase(3, 1.0)
+    tim = run_phase(3, 1.0)[0]
     model_s = float(np.median([t["model_s"] for t in tim])) if tim else 0.1
     result = {
         "setup": {"cameras": len(args.cameras), "height": args.height, "width": args.width, "encoding": "rgb8",
@@ -333,10 +338,13 @@ def main(argv=None) -> int:
         s["rss_mb_samples_every_50_sets"] = [m for _, m in rss]
         s["rss_mb"] = {"start": rss[0][1], "after_100_sets": warm[0] if warm else None, "end": rss[-1][1],
                        "max_after_100_sets": max(warm) if warm else None,
-                       "growth_after_100_sets": round(rss[-1][1] - warm[0], 1) if warm else None}
+                       "growth_after_100_sets": round(rss[-1][1] - warm[0], 1) if warm else None,
+                       # least-squares slope over the samples after warm-up: a leak shows as a steady rise
+                       "slope_mb_per_100_sets_after_100": round(float(np.polyfit(
+                           [n for n, _ in rss if n - rss[0][0] >= 100], warm, 1)[0]) * 100, 2) if len(warm) > 2 else None}
         # a summary that fits the stress question, without the per-stage tables
         result["stress"] = {k: s[k] for k in ("sets_sent", "published", "sets_dropped", "results_dropped",
-                                              "input_rate_hz", "latency_stamp_to_published_ms",
+                                              "input_errors", "sets_incomplete", "input_rate_hz", "latency_stamp_to_published_ms",
                                               "latency_minus_fixture_publish_ms", "queue_wait_ms",
                                               "rss_mb", "rss_mb_samples_every_50_sets")}
         result["stress"]["model_ms"] = s["per_frame_ms"]["model"]

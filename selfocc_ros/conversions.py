@@ -476,7 +476,7 @@ def make_occupancy_markers(xyz: np.ndarray, labels: np.ndarray, voxel_size: floa
         sel = xyz[labels == cls]
         m = Marker()
         m.header = header
-        m.ns = f"{ns_prefix}/{OCC3D_CLASSES[cls] if cls < len(OCC3D_CLASSES) else cls}"
+        m.ns = f"{ns_prefix}/{_class_name(cls)}"
         m.id = cls
         m.type = Marker.CUBE_LIST
         m.action = Marker.ADD
@@ -488,6 +488,82 @@ def make_occupancy_markers(xyz: np.ndarray, labels: np.ndarray, voxel_size: floa
         m.points = make_points(sel)
         out.markers.append(m)
     return out
+
+
+_MARKER_LAYOUTS: dict = {}  # (frame_id, ns_prefix, classes) -> count offset of each class's points in the template
+
+
+def serialize_occupancy_markers(xyz: np.ndarray, labels: np.ndarray, voxel_size: float, header,
+                                ns_prefix: str = "occupancy", alpha: float = 1.0) -> bytes:
+    """The CDR bytes of ``make_occupancy_markers(...)``, without one Python object per cube.
+
+    A publisher sends them as they are (``publisher.publish(bytes)``); a subscriber receives the
+    same MarkerArray. rclpy serializes the message with one sentinel cube per class; each
+    sentinel (the count 1, alignment padding, three float64) is replaced by the class's count,
+    the same padding and its ``[M, 3]`` float64 block. Every later field stays where CDR puts it:
+    a point sequence starts 8-aligned and is a multiple of 8 bytes long for any count >= 1
+    (classes without cubes are not in the message). Where the count sits (4 or 8 bytes before the
+    doubles: padding bytes are not zeroed by the serializer) is found once per frame_id, prefix
+    and class set by a round trip through deserialize_message, and kept.
+    """
+    from rclpy.serialization import deserialize_message, serialize_message
+    from visualization_msgs.msg import MarkerArray
+
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    labels = np.asarray(labels)
+    classes = tuple(int(c) for c in np.unique(labels) if int(c) != FREE_LABEL)
+    sentinels = np.array([[1.2345678901e300, -9.87654321e299, c + 0.5] for c in classes], "<f8").reshape(-1, 3)
+
+    def fallback():
+        return serialize_message(make_occupancy_markers(xyz, labels, voxel_size, header, ns_prefix, alpha))
+
+    raw = serialize_message(make_occupancy_markers(sentinels, np.array(classes, np.int64), voxel_size, header,
+                                                   ns_prefix, alpha))
+    where = []
+    for sent in sentinels:
+        pos = raw.find(sent.tobytes(), where[-1] + 24 if where else 0)
+        if pos < 0 or (pos - 4) % 8:
+            return fallback()
+        where.append(pos)
+
+    def splice(count_gap, blocks):
+        pieces, prev = [], 0
+        for pos, gap, pts in zip(where, count_gap, blocks):
+            at = pos - gap
+            pieces += [raw[prev:at], np.uint32(len(pts)).astype("<u4").tobytes(), raw[at + 4:pos], pts.tobytes()]
+            prev = pos + 24
+        pieces.append(raw[prev:])
+        return b"".join(pieces)
+
+    key = (header.frame_id, ns_prefix, classes)
+    gaps = _MARKER_LAYOUTS.get(key)
+    if gaps is None:  # find the count of every class: 4 bytes before its doubles, or 8 (4 of padding)
+        gaps = []
+        for k in range(len(classes)):
+            for gap in (4, 8):
+                trial = [4] * len(classes)  # the others untouched (their count and sentinel are copied)
+                trial[k] = gap
+                probe = [s[None] for s in sentinels]
+                probe[k] = np.repeat(sentinels[k][None], 2, 0)
+                try:
+                    back = deserialize_message(splice(trial, probe), MarkerArray)
+                    ok = len(back.markers[k + 1].points) == 2 and all(len(m.points) == 1 for i, m in enumerate(
+                        back.markers[1:]) if i != k) and back.markers[-1].ns == f"{ns_prefix}/{_class_name(classes[-1])}"
+                except Exception:  # a wrong guess reads garbage
+                    ok = False
+                if ok:
+                    gaps.append(gap)
+                    break
+            else:
+                return fallback()
+        if len(_MARKER_LAYOUTS) > 256:
+            _MARKER_LAYOUTS.clear()
+        _MARKER_LAYOUTS[key] = gaps
+    return splice(gaps, [np.ascontiguousarray(xyz[labels == c], dtype="<f8") for c in classes])
+
+
+def _class_name(cls: int) -> str:
+    return OCC3D_CLASSES[cls] if cls < len(OCC3D_CLASSES) else str(cls)
 
 
 @dataclass

@@ -7,16 +7,22 @@ Subscribes (per camera): ``image_topic`` (sensor_msgs/Image, or CompressedImage 
 ``compressed``), ``info_topic`` (sensor_msgs/CameraInfo, latest kept), /tf, /tf_static.
 Publishes, stamped with the input image stamp:
   ~/occupancy          sensor_msgs/PointCloud2   occupied voxel centres (x,y,z,confidence,label) in base_frame
-  ~/occupancy_markers  visualization_msgs/MarkerArray  DELETEALL + one CUBE_LIST per class
+  ~/occupancy_markers  visualization_msgs/MarkerArray  DELETEALL + one CUBE_LIST per class, surface
+                       voxels within publish.marker_range, at most publish.marker_max_count (nearest)
   ~/grid               selfocc_msgs/OccupancyGrid3D    the dense grid (when selfocc_msgs is importable)
-  ~/depth/<camera>     sensor_msgs/Image 32FC1   rendered depth, with the camera image's header
+  ~/depth/<camera>     sensor_msgs/Image 32FC1   rendered depth, with the camera image's header, at
+                       publish.depth_width x depth_height (default: the network input size)
   /diagnostics         diagnostic_msgs/DiagnosticArray
 
 Structure (lifecycle-style): ``configure()`` reads parameters and loads the model (a missing or
 mismatched checkpoint ends start-up with a message naming the file), ``activate()`` creates the
 subscriptions and the inference worker, ``deactivate()`` / ``cleanup()`` undo them. The executor
-thread only queues synchronized sets; decoding, TF lookups (which may wait ``tf_timeout``),
-inference and publishing run on the worker, always on the newest set (older ones are dropped).
+thread only queues synchronized sets; decoding (views of the message buffers), TF lookups (which
+may wait ``tf_timeout``), one uint8 downscale to the network input and inference run on the
+inference worker, always on the newest set (older ones are dropped); messages are built from
+contiguous arrays and sent on a second worker, so the next inference starts at once. Only
+outputs with subscribers are built (depth is not even rendered without a depth subscriber, and
+a set nobody listens to is not inferred).
 
 Large images over Fast DDS on one machine: FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_images.xml
 in *every* process of the graph (publishers, this node, RViz); see config/occ.yaml and
@@ -86,6 +92,7 @@ class OccupancyNode(Node):
         self._sync = None
         self._worker: Optional[LatestWorker] = None
         self._publisher: Optional[LatestWorker] = None  # builds + sends messages off the inference thread
+        self._last_markers = -float("inf")  # monotonic time of the last marker message
         self.published_counts = collections.Counter()  # messages sent per output (cloud, markers, grid, depth)
         self._infos: dict[str, CameraInfo] = {}
         self._infos_lock = threading.Lock()
@@ -144,6 +151,7 @@ class OccupancyNode(Node):
         d("publish.marker_surface_only", True, "markers only for occupied voxels with a free neighbour")
         d("publish.marker_range", 30.0, "markers only within this distance of base_frame's origin [m] (0: all)")
         d("publish.marker_max_count", 5000, "at most this many marker cubes, the nearest kept (0: no cap)")
+        d("publish.marker_period", 0.0, "at most one ~/occupancy_markers per this many seconds (0: every result)")
         d("publish.depth_width", 0, "width of ~/depth/<camera> [px] (0: the network input's, or from depth_height)")
         d("publish.depth_height", 0, "height of ~/depth/<camera> [px] (0: the network input's, or from depth_width)")
         d("qos.sensor_data", True, "inputs use the sensor-data QoS (best effort, depth 5); false: reliable")
@@ -489,11 +497,14 @@ class OccupancyNode(Node):
             self.pub_cloud.publish(conv.make_occupancy_cloud(xyz, lab, conf, header))
             self.published_counts["cloud"] += 1
             lap("cloud")
-        if self._wants(self.pub_markers, "publish.markers"):
+        if self._wants(self.pub_markers, "publish.markers") and \
+                time.monotonic() - self._last_markers >= float(self.p("publish.marker_period")):
+            self._last_markers = time.monotonic()
             xyz, lab = conv.marker_voxels(labels, grid.lower, grid.voxel_size, float(self.p("publish.marker_range")),
                                           int(self.p("publish.marker_max_count")),
                                           bool(self.p("publish.marker_surface_only")))
-            self.pub_markers.publish(conv.make_occupancy_markers(
+            # CDR bytes straight from the arrays: no Python object per cube
+            self.pub_markers.publish(conv.serialize_occupancy_markers(
                 xyz, lab, grid.voxel_size, header, alpha=float(self.p("publish.marker_alpha"))))
             self.published_counts["markers"] += 1
             lap("markers")

@@ -149,3 +149,22 @@ def test_cudagraph_bf16_path_matches_eager_on_cpu(tmp_path):
     assert (a.occupied == b.occupied).float().mean() >= 0.97
     assert (a.depth - b.depth).abs().median() < 0.5
     assert torch.equal(b.occupied, b2.occupied)
+
+
+@pytest.mark.parametrize("n_classes,seed", [(1, 0), (3, 1), (5, 2)])
+def test_serialized_markers_deserialize_to_the_built_message(n_classes, seed):
+    from rclpy.serialization import deserialize_message, serialize_message
+    from visualization_msgs.msg import MarkerArray
+    from builtin_interfaces.msg import Time
+
+    rng = np.random.default_rng(seed)
+    for n in (1, 2, 7, 300):  # odd and even counts: the padding before the doubles varies
+        xyz = rng.normal(size=(n, 3)).astype(np.float32)
+        labels = rng.integers(0, n_classes, n).astype(np.uint8) * 3
+        header = Header(frame_id="base_link" + "x" * seed, stamp=Time(sec=5, nanosec=7))
+        msg = conv.make_occupancy_markers(xyz, labels, 0.4, header, alpha=0.5)
+        raw = conv.serialize_occupancy_markers(xyz, labels, 0.4, header, alpha=0.5)
+        assert len(raw) == len(serialize_message(msg))  # (padding bytes are not initialised by rclpy)
+        back = deserialize_message(raw, MarkerArray)
+        assert back == deserialize_message(serialize_message(msg), MarkerArray)  # (colours are float32 on the wire)
+        assert sum(len(m.points) for m in back.markers) == n

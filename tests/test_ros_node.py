@@ -59,7 +59,8 @@ class Graph:
                      Parameter("diagnostics_period", value=0.2), Parameter("tf_timeout", value=0.1)]
         if compressed:
             overrides.append(Parameter("image_transport", value="compressed"))
-        for k, v in (params or {}).items():
+        params = {"publish.marker_period": 0.0, **(params or {})}  # markers with every result (tests wait for them)
+        for k, v in params.items():
             overrides.append(Parameter(k, value=v))
         self.node = OccupancyNode(predictor=predictor or StandInPredictor(), context=self.ctx, parameter_overrides=overrides)
         self.node.configure()

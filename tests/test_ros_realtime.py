@@ -77,3 +77,12 @@ def test_depth_output_size_is_configurable(graph_factory, params, size):
     assert standin.calls[-1]["depth_size"] == size
     want = StandInPredictor().predict(g.fixture.frame(0), depth_size=size).depth
     np.testing.assert_allclose(conv.image_to_depth(g.out.depth[CAMS[1]][stamp]), want[1].numpy(), atol=1e-3)
+
+
+def test_markers_are_rate_limited_by_marker_period(graph_factory):
+    g = graph_factory(params={"publish.marker_period": 30.0})
+    first = g.play(0)
+    second = g.play(1, wait_output=False)
+    assert spin_until(None, lambda: second in g.out.clouds and second in g.out.grids, 5.0)
+    assert first in g.out.markers and second not in g.out.markers  # within 30 s of the first: none
+    assert g.node.published_counts["markers"] == 1 and g.node.published_counts["cloud"] == 2

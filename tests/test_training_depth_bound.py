@@ -80,3 +80,20 @@ def test_main_prints_metrics_and_saves_a_loadable_checkpoint(tmp_path, monkeypat
     assert [x["step"] for x in lines] == [0, 1, 2] and all("occ/iou" in x and "depth/abs_rel" in x for x in lines)
     model, cfg = build_model_from_checkpoint(out)
     assert cfg.data.image_width == 48 and sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_synthetic_training_frames_get_rendered_gt_depth_without_occupancy_gt():
+    from torch.utils.data import ConcatDataset
+
+    from selfocc_core.data.synthetic import SyntheticConfig, SyntheticDataset
+
+    def street(seed):
+        return SyntheticDataset(SyntheticConfig(seed=seed, num_frames=2, cameras=["CAM_FRONT"], image_height=16,
+                                                image_width=24, context_offsets=[], require_context=False,
+                                                with_gt=False))
+
+    data = ConcatDataset([street(0), street(1)])
+    s = bound.with_gt_depth(data, 3)
+    assert s.gt.occ_semantics is None and s.gt.depth.shape == (1, 16, 24)
+    torch.testing.assert_close(s.gt.depth, torch.from_numpy(data.datasets[1].rendered(1)["depth"]))
+    assert (s.gt.depth > 0).any()

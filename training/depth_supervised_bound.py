@@ -22,13 +22,15 @@ trainer's (`evaluate`: held-out depth and occupancy vs the ground-plane baseline
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
 import json
 import sys
 
 import torch
+from torch.utils.data import ConcatDataset
 
-from selfocc_core.data.sample import collate_samples
+from selfocc_core.data.sample import GroundTruth, collate_samples
 from selfocc_core.losses.regularizers import eikonal_loss
 from selfocc_core.model.selfocc import SelfOccModel
 from selfocc_core.rendering.ray_sampler import generate_rays
@@ -72,6 +74,22 @@ def depth_supervised_loss(model: SelfOccModel, sample, cfg, mode: str = "proposa
     return loss
 
 
+def with_gt_depth(dataset, idx: int):
+    """Sample `idx`; from a synthetic dataset opened without GT, with its rendered GT depth attached
+    (computing the occupancy and visibility GT of every training frame would dominate the run)."""
+    sample = dataset[idx]
+    if sample.gt is not None:
+        return sample
+    sub, j = dataset, idx
+    while isinstance(sub, ConcatDataset):
+        d = bisect.bisect_right(sub.cumulative_sizes, j)
+        j, sub = j - (sub.cumulative_sizes[d - 1] if d else 0), sub.datasets[d]
+    if not hasattr(sub, "rendered"):
+        return sample
+    depth = torch.from_numpy(sub.rendered(sub.indices[j])["depth"].copy())
+    return dataclasses.replace(sample, gt=GroundTruth(depth=depth))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="tiny_synth")
@@ -89,7 +107,9 @@ def main(argv=None) -> int:
     cfg = load_experiment_config(args.config, args.set)
     torch.manual_seed(cfg.train.seed)
     data_cfg = dataclasses.replace(cfg.data, load_gt=True)
-    train_set = open_data(args.data, data_cfg, "train")
+    synthetic = str(args.data).startswith("synthetic")
+    # synthetic training streets: GT depth straight from the renderer (no occupancy / visibility GT)
+    train_set = open_data(args.data, dataclasses.replace(cfg.data, load_gt=not synthetic), "train")
     eval_set = open_data(args.eval_data or args.data, data_cfg, "val")
     model = SelfOccModel(cfg.model)
     optimizer = build_optimizer(model, cfg.optim)
@@ -104,7 +124,7 @@ def main(argv=None) -> int:
             if args.save:
                 save_checkpoint(args.save, model=model, config=cfg, step=step, with_rng=False)
             break
-        sample = collate_samples([train_set[int(torch.randint(len(train_set), (1,), generator=gen))]])
+        sample = collate_samples([with_gt_depth(train_set, int(torch.randint(len(train_set), (1,), generator=gen)))])
         optimizer.zero_grad(set_to_none=True)
         try:
             loss = depth_supervised_loss(model, sample, cfg, args.loss)

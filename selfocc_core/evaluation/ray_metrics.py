@@ -10,8 +10,8 @@ grid and compares what each ray hits first:
    step until the pitch reaches 0.21 rad (the nuScenes LiDAR's upper limit): 39 x 360 rays;
 2. origins: the sensor positions of the current frame and of adjacent frames, all in the
    current ego frame (SparseOcc: the LiDAR origins of up to 8 frames of the scene whose x and
-   y lie within 39 m of the ego; here: the origins the caller passes, those outside the grid
-   shrunk by `origin_margin` are dropped);
+   y lie within 39 m of the ego; here: the origins the caller passes, the current one first;
+   adjacent ones outside the grid shrunk by `origin_margin` are dropped);
 3. each ray is traversed voxel by voxel (Amanatides-Woo); its first-hit label is the class of
    the first occupied voxel, its depth the distance at which the ray *leaves* that voxel
    (SparseOcc's convention, the same for prediction and GT); a ray that hits nothing is free;
@@ -146,16 +146,23 @@ class RayIoUConfig:
     num_classes: int = FREE_LABEL
     """Scored class ids 0..num_classes-1 (the free label is never a class)."""
     origin_margin: float = 1.0
-    """Origins closer than this (metres, horizontally) to the grid's x/y border are dropped
-    (SparseOcc keeps origins within 39 m of a 40 m grid)."""
+    """Adjacent-frame origins closer than this (metres, horizontally) to the grid's x/y border are
+    dropped (SparseOcc keeps origins within 39 m of a 40 m grid); the current frame's origin (the
+    first) is kept whenever it lies inside the grid."""
 
 
-def usable_origins(origins: Tensor, grid: VoxelGridSpec, margin: float = 1.0) -> Tensor:
-    """The origins ``[T, 3]`` lying inside `grid` with `margin` metres to spare in x and y."""
+def usable_origins(origins: Tensor, grid: VoxelGridSpec, margin: float = 1.0, keep_first: bool = True) -> Tensor:
+    """The origins ``[T, 3]`` lying inside `grid` with `margin` metres to spare in x and y.
+
+    With `keep_first` the first origin (the current frame's sensor) only has to lie inside the
+    grid: a grid may start at the sensor (SemanticKITTI's x in [0, 51.2) m).
+    """
     o = origins.double().reshape(-1, 3)
     lo, hi = torch.tensor(grid.lower, dtype=torch.float64), torch.tensor(grid.upper, dtype=torch.float64)
-    ok = (o[:, :2] >= lo[:2] + margin).all(-1) & (o[:, :2] <= hi[:2] - margin).all(-1)
-    ok &= (o[:, 2] >= lo[2]) & (o[:, 2] < hi[2])
+    inside = (o >= lo).all(-1) & (o < hi).all(-1)
+    ok = inside & (o[:, :2] >= lo[:2] + margin).all(-1) & (o[:, :2] <= hi[:2] - margin).all(-1)
+    if keep_first and len(o):
+        ok[0] = inside[0]
     return o[ok]
 
 

@@ -121,10 +121,10 @@ def camera_visibility(occupied: Tensor, K: Tensor, T_ego_cam: Tensor, image_size
     K:          [N, 3, 3] intrinsics of images of ``image_size = (H, W)``
     T_ego_cam:  [N, 4, 4] camera optical frame -> ego (the grid's frame)
 
-    Occ3D's rule (paper, Sec. "occlusion reasoning" / its camera-visibility algorithm): a ray
-    from each camera centre through each pixel (here: the pixel centres of an H x W image)
-    walks the voxels it traverses; every voxel up to and including the first occupied one is
-    observed, the voxels behind it are not. A ray that meets no occupied voxel (sky, scenery
+    Occ3D's camera-visibility rule (the ray casting of its label pipeline, "occlusion
+    reasoning"): a ray from each camera centre through each pixel (here: the pixel centres of
+    an H x W image) walks the voxels it traverses; every voxel up to and including the first
+    occupied one is observed, the voxels behind it are not. A ray that meets no occupied voxel (sky, scenery
     beyond the grid) observes every voxel it traverses up to the grid's boundary. Voxels no
     ray traverses are unobserved. The traversal is exact (a 3D DDA, Amanatides & Woo: a voxel
     that a ray only clips at a corner counts), vectorised over `chunk` rays at a time. Occ3D walks its LiDAR-derived voxel states and also stops at
