@@ -105,6 +105,58 @@ def receive_cost(num_cameras: int, height: int, width: int, reps: int = 5) -> fl
     return (time.perf_counter() - t0) / reps
 
 
+def output_cost(config: str = "nuscenes_occ", reps: int = 5) -> dict:
+    """Milliseconds to build + serialize each output for one prediction of ``config``'s size (its
+    grid, depth at its network input for its cameras), without DDS or a model: a grid with a
+    ground layer and random objects (~10 % occupied), serialized with rclpy as a publisher would."""
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import Header
+
+    from selfocc_core.training.config import load_experiment_config
+    from selfocc_msgs.msg import OccupancyGrid3D
+    from selfocc_ros import conversions as conv
+
+    cfg = load_experiment_config(config)
+    grid = cfg.model.scene
+    X, Y, Z = grid.shape
+    rng = np.random.default_rng(0)
+    labels = np.full((X, Y, Z), 17, np.uint8)
+    labels[:, :, :2] = 11
+    labels[rng.random((X, Y, Z)) < 0.08] = 4
+    conf = rng.random((X, Y, Z)).astype(np.float32)
+    n_cam, h, w = max(1, len(cfg.data.cameras)), cfg.data.image_height, cfg.data.image_width
+    depth = rng.random((n_cam, h, w)).astype(np.float32) * 50
+    header = Header(frame_id="base_link")
+
+    def cloud():
+        xyz, lab, c = conv.occupied_points(labels, conf, grid.lower, grid.voxel_size)
+        return serialize_message(conv.make_occupancy_cloud(xyz, lab, c, header))
+
+    def markers():
+        xyz, lab = conv.marker_voxels(labels, grid.lower, grid.voxel_size, 30.0, 5000)
+        return conv.serialize_occupancy_markers(xyz, lab, grid.voxel_size, header)
+
+    def grid_msg():
+        return serialize_message(conv.fill_grid_msg(OccupancyGrid3D(), labels, grid.lower, grid.voxel_size, header,
+                                                    confidence=conf))
+
+    def depth_msgs():
+        return [serialize_message(conv.depth_to_image(d, header)) for d in depth]
+
+    out = {"config": config, "grid": [X, Y, Z], "occupied": int((labels != 17).sum()),
+           "depth": [n_cam, h, w]}
+    for name, fn in (("cloud", cloud), ("markers", markers), ("grid", grid_msg), ("depth", depth_msgs)):
+        fn()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        out[f"{name}_ms"] = round(float(np.median(ts)) * 1e3, 3)
+    out["total_ms"] = round(sum(out[f"{k}_ms"] for k in ("cloud", "markers", "grid", "depth")), 3)
+    return out
+
+
 # ----------------------------------------------------------------------------- robot process
 
 
@@ -188,7 +240,7 @@ def make_checkpoint(config: str, cameras) -> str:
     return str(save_checkpoint(path, model=SelfOccModel(cfg.model), config=cfg, step=0, with_rng=False))
 
 
-def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: int) -> dict:
+def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: int, errors: int = 0) -> dict:
     stage_names = sorted({k for t in tim for k in t["publish_stages_s"]})
     per = {
         "decode": _stats(t["decode_s"] for t in tim),
@@ -206,7 +258,10 @@ def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: i
     lat_net = [t["latency_s"] - pub_by_stamp.get(t["stamp_ns"], 0.0) for t in tim]
     return {
         "sets_sent": len(robot["stamps"]), "published": len(tim), "sets_dropped": dropped,
-        "results_dropped": results_dropped, "input_rate_hz": round(robot["input_rate_hz"], 2),
+        "results_dropped": results_dropped, "input_errors": errors,
+        # sent but never a complete set at the node: images lost on the way (best-effort QoS)
+        "sets_incomplete": len(robot["stamps"]) - len(tim) - dropped - errors,
+        "input_rate_hz": round(robot["input_rate_hz"], 2),
         "per_frame_ms": per,
         "overhead_over_model": {"p50": round(float(np.median(ratio)), 4) if ratio else None,
                                 "of_p50s": round(per["node_overhead_total"]["p50"] / per["model"]["p50"], 4)
@@ -235,6 +290,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stress-frames", type=int, default=1000, help="0: no stress phase")
     ap.add_argument("--rate", type=float, default=12.0, help="camera rate of the latency and stress phases [Hz]")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the node")
+    ap.add_argument("--sync-queue", type=int, default=10, help="node parameter sync.queue_size (default 10)")
     ap.add_argument("--out", default=None, help="write the JSON here (atomically)")
     args = ap.parse_args(argv)
 
@@ -266,7 +322,7 @@ def main(argv=None) -> int:
     rclpy.init(context=ctx, domain_id=domain)
     params = [Parameter("camera_names", value=args.cameras), Parameter("device", value="cpu"),
               Parameter("checkpoint", value=ckpt), Parameter("tf_timeout", value=0.2),
-              Parameter("camera_timeout", value=30.0)]
+              Parameter("camera_timeout", value=30.0), Parameter("sync.queue_size", value=args.sync_queue)]
     node = OccupancyNode(predictor=predictor, context=ctx, parameter_overrides=params)
     node.configure()
     node.timings = collections.deque(maxlen=100_000)
@@ -287,26 +343,29 @@ def main(argv=None) -> int:
     def run_phase(n, period):
         t0 = len(node.timings)
         d0, r0 = node.stats.sets_dropped, node.stats.results_dropped
+        e0 = sum(node.stats.errors.values())
         here.send(("play", n, period))
         res = here.recv()
         time.sleep(0.2)
         tim = list(node.timings)[t0:]
         for j, t in enumerate(tim):
             t["stamp_ns"] = stamp_of.get(t0 + j)
-        return tim, res, node.stats.sets_dropped - d0, node.stats.results_dropped - r0
+        return (tim, res, node.stats.sets_dropped - d0, node.stats.results_dropped - r0,
+                sum(node.stats.errors.values()) - e0)
 
     # warm-up (first inferences allocate) and the model time for pacing
-    tim, res, _, _ = run_phase(3, 1.0)
+    tim = run_phase(3, 1.0)[0]
     model_s = float(np.median([t["model_s"] for t in tim])) if tim else 0.1
     result = {
         "setup": {"cameras": len(args.cameras), "height": args.height, "width": args.width, "encoding": "rgb8",
                   "model": "standin" if args.standin else (args.checkpoint or f"fresh {args.config} checkpoint"),
                   "network_input": list(getattr(node.predictor, "input_size", (args.height, args.width))),
-                  "torch_threads": args.threads, "rate_hz": args.rate, "machine": machine(),
+                  "torch_threads": args.threads, "rate_hz": args.rate, "sync_queue_size": args.sync_queue, "machine": machine(),
                   "backends": __import__("selfocc_ros.compat", fromlist=["backends"]).backends(),
                   "processes": "node alone in this process; fixture publisher + collector in another"},
         "sync_ms_per_set": round(sync_cost(len(args.cameras)) * 1e3, 4),
         "receive_deserialize_ms_per_set": round(receive_cost(len(args.cameras), args.height, args.width) * 1e3, 3),
+        "nuscenes_occ_outputs_build_and_serialize": output_cost("nuscenes_occ"),
     }
     period = max(1.0 / args.rate, 2.0 * model_s + 0.1)
     print(f"[node_overhead] overhead phase: {args.overhead_frames} frames every {period:.2f} s", flush=True)
@@ -333,10 +392,13 @@ def main(argv=None) -> int:
         s["rss_mb_samples_every_50_sets"] = [m for _, m in rss]
         s["rss_mb"] = {"start": rss[0][1], "after_100_sets": warm[0] if warm else None, "end": rss[-1][1],
                        "max_after_100_sets": max(warm) if warm else None,
-                       "growth_after_100_sets": round(rss[-1][1] - warm[0], 1) if warm else None}
+                       "growth_after_100_sets": round(rss[-1][1] - warm[0], 1) if warm else None,
+                       # least-squares slope over the samples after warm-up: a leak shows as a steady rise
+                       "slope_mb_per_100_sets_after_100": round(float(np.polyfit(
+                           [n for n, _ in rss if n - rss[0][0] >= 100], warm, 1)[0]) * 100, 2) if len(warm) > 2 else None}
         # a summary that fits the stress question, without the per-stage tables
         result["stress"] = {k: s[k] for k in ("sets_sent", "published", "sets_dropped", "results_dropped",
-                                              "input_rate_hz", "latency_stamp_to_published_ms",
+                                              "input_errors", "sets_incomplete", "input_rate_hz", "latency_stamp_to_published_ms",
                                               "latency_minus_fixture_publish_ms", "queue_wait_ms",
                                               "rss_mb", "rss_mb_samples_every_50_sets")}
         result["stress"]["model_ms"] = s["per_frame_ms"]["model"]
