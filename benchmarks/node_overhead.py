@@ -105,6 +105,58 @@ def receive_cost(num_cameras: int, height: int, width: int, reps: int = 5) -> fl
     return (time.perf_counter() - t0) / reps
 
 
+def output_cost(config: str = "nuscenes_occ", reps: int = 5) -> dict:
+    """Milliseconds to build + serialize each output for one prediction of ``config``'s size (its
+    grid, depth at its network input for its cameras), without DDS or a model: a grid with a
+    ground layer and random objects (~10 % occupied), serialized with rclpy as a publisher would."""
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import Header
+
+    from selfocc_core.training.config import load_experiment_config
+    from selfocc_msgs.msg import OccupancyGrid3D
+    from selfocc_ros import conversions as conv
+
+    cfg = load_experiment_config(config)
+    grid = cfg.model.scene
+    X, Y, Z = grid.shape
+    rng = np.random.default_rng(0)
+    labels = np.full((X, Y, Z), 17, np.uint8)
+    labels[:, :, :2] = 11
+    labels[rng.random((X, Y, Z)) < 0.08] = 4
+    conf = rng.random((X, Y, Z)).astype(np.float32)
+    n_cam, h, w = max(1, len(cfg.data.cameras)), cfg.data.image_height, cfg.data.image_width
+    depth = rng.random((n_cam, h, w)).astype(np.float32) * 50
+    header = Header(frame_id="base_link")
+
+    def cloud():
+        xyz, lab, c = conv.occupied_points(labels, conf, grid.lower, grid.voxel_size)
+        return serialize_message(conv.make_occupancy_cloud(xyz, lab, c, header))
+
+    def markers():
+        xyz, lab = conv.marker_voxels(labels, grid.lower, grid.voxel_size, 30.0, 5000)
+        return conv.serialize_occupancy_markers(xyz, lab, grid.voxel_size, header)
+
+    def grid_msg():
+        return serialize_message(conv.fill_grid_msg(OccupancyGrid3D(), labels, grid.lower, grid.voxel_size, header,
+                                                    confidence=conf))
+
+    def depth_msgs():
+        return [serialize_message(conv.depth_to_image(d, header)) for d in depth]
+
+    out = {"config": config, "grid": [X, Y, Z], "occupied": int((labels != 17).sum()),
+           "depth": [n_cam, h, w]}
+    for name, fn in (("cloud", cloud), ("markers", markers), ("grid", grid_msg), ("depth", depth_msgs)):
+        fn()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        out[f"{name}_ms"] = round(float(np.median(ts)) * 1e3, 3)
+    out["total_ms"] = round(sum(out[f"{k}_ms"] for k in ("cloud", "markers", "grid", "depth")), 3)
+    return out
+
+
 # ----------------------------------------------------------------------------- robot process
 
 
@@ -238,6 +290,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stress-frames", type=int, default=1000, help="0: no stress phase")
     ap.add_argument("--rate", type=float, default=12.0, help="camera rate of the latency and stress phases [Hz]")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the node")
+    ap.add_argument("--sync-queue", type=int, default=10, help="node parameter sync.queue_size (default 10)")
     ap.add_argument("--out", default=None, help="write the JSON here (atomically)")
     args = ap.parse_args(argv)
 
@@ -269,7 +322,7 @@ def main(argv=None) -> int:
     rclpy.init(context=ctx, domain_id=domain)
     params = [Parameter("camera_names", value=args.cameras), Parameter("device", value="cpu"),
               Parameter("checkpoint", value=ckpt), Parameter("tf_timeout", value=0.2),
-              Parameter("camera_timeout", value=30.0)]
+              Parameter("camera_timeout", value=30.0), Parameter("sync.queue_size", value=args.sync_queue)]
     node = OccupancyNode(predictor=predictor, context=ctx, parameter_overrides=params)
     node.configure()
     node.timings = collections.deque(maxlen=100_000)
@@ -307,11 +360,12 @@ def main(argv=None) -> int:
         "setup": {"cameras": len(args.cameras), "height": args.height, "width": args.width, "encoding": "rgb8",
                   "model": "standin" if args.standin else (args.checkpoint or f"fresh {args.config} checkpoint"),
                   "network_input": list(getattr(node.predictor, "input_size", (args.height, args.width))),
-                  "torch_threads": args.threads, "rate_hz": args.rate, "machine": machine(),
+                  "torch_threads": args.threads, "rate_hz": args.rate, "sync_queue_size": args.sync_queue, "machine": machine(),
                   "backends": __import__("selfocc_ros.compat", fromlist=["backends"]).backends(),
                   "processes": "node alone in this process; fixture publisher + collector in another"},
         "sync_ms_per_set": round(sync_cost(len(args.cameras)) * 1e3, 4),
         "receive_deserialize_ms_per_set": round(receive_cost(len(args.cameras), args.height, args.width) * 1e3, 3),
+        "nuscenes_occ_outputs_build_and_serialize": output_cost("nuscenes_occ"),
     }
     period = max(1.0 / args.rate, 2.0 * model_s + 0.1)
     print(f"[node_overhead] overhead phase: {args.overhead_frames} frames every {period:.2f} s", flush=True)

@@ -335,6 +335,21 @@ OCC_POINT_DTYPE = np.dtype(
 )
 
 
+def voxel_centres(flat: np.ndarray, shape, lower, voxel_size: float) -> np.ndarray:
+    """Flat C-order indices into a ``shape = (X, Y, Z)`` grid -> voxel centres ``[M, 3]`` float32
+    (per-axis tables and one divmod: no int64 ``[M, 3]`` index array, no float64 pass)."""
+    X, Y, Z = (int(v) for v in shape)
+    axes = [(np.float64(lo) + (np.arange(n) + 0.5) * float(voxel_size)).astype(np.float32)
+            for lo, n in zip(lower, (X, Y, Z))]
+    i, rem = np.divmod(flat, Y * Z)
+    j, k = np.divmod(rem, Z)
+    out = np.empty((len(flat), 3), np.float32)
+    np.take(axes[0], i, out=out[:, 0])
+    np.take(axes[1], j, out=out[:, 1])
+    np.take(axes[2], k, out=out[:, 2])
+    return out
+
+
 def occupied_points(labels: np.ndarray, confidence: np.ndarray | None, lower, voxel_size: float):
     """Occupied voxels of a ``[X, Y, Z]`` label grid -> (xyz ``[M, 3]`` centres, labels ``[M]``, conf ``[M]``).
 
@@ -343,11 +358,12 @@ def occupied_points(labels: np.ndarray, confidence: np.ndarray | None, lower, vo
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ConversionError(f"labels must be [X, Y, Z], got {labels.shape}")
-    ijk = np.argwhere(labels != FREE_LABEL)
-    xyz = np.asarray(lower, dtype=np.float64) + (ijk + 0.5) * float(voxel_size)
-    lab = labels[tuple(ijk.T)]
-    conf = np.ones(len(ijk), np.float32) if confidence is None else np.asarray(confidence, np.float32)[tuple(ijk.T)]
-    return xyz.astype(np.float32), lab, conf
+    flat_labels = labels.reshape(-1)
+    flat = np.flatnonzero(flat_labels != FREE_LABEL)
+    xyz = voxel_centres(flat, labels.shape, lower, voxel_size)
+    lab = flat_labels[flat]
+    conf = np.ones(len(flat), np.float32) if confidence is None else np.asarray(confidence, np.float32).reshape(-1)[flat]
+    return xyz, lab, conf
 
 
 def make_occupancy_cloud(xyz: np.ndarray, labels: np.ndarray, confidence: np.ndarray, header):
@@ -441,10 +457,10 @@ def marker_voxels(labels: np.ndarray, lower, voxel_size: float, max_range: float
     occ = labels != FREE_LABEL
     keep = surface_mask(occ) if surface_only else occ
     flat = np.flatnonzero(keep)
-    ijk = np.stack(np.unravel_index(flat, labels.shape), -1)
-    xyz = (np.asarray(lower, dtype=np.float64) + (ijk + 0.5) * float(voxel_size)).astype(np.float32)
+    xyz = voxel_centres(flat, labels.shape, lower, voxel_size)
     if max_range > 0 or (max_count and len(flat) > max_count):
-        d2 = ((xyz - np.asarray(origin, np.float32)) ** 2).sum(-1)
+        d = xyz - np.asarray(origin, np.float32)
+        d2 = d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]  # (a reduction over an axis of 3 is slow)
         sel = np.arange(len(flat)) if max_range <= 0 else np.flatnonzero(d2 <= np.float32(max_range) ** 2)
         if max_count and len(sel) > max_count:
             sel = np.sort(sel[np.argpartition(d2[sel], max_count - 1)[:max_count]])

@@ -26,6 +26,18 @@ def real_data_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Caches (stereo reference depth) go to a per-session folder, never the user's ~/.cache."""
+    old = os.environ.get("SELFOCC_CACHE_DIR")
+    os.environ["SELFOCC_CACHE_DIR"] = str(tmp_path_factory.mktemp("selfocc_cache"))
+    yield
+    if old is None:
+        os.environ.pop("SELFOCC_CACHE_DIR", None)
+    else:
+        os.environ["SELFOCC_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op torch thread for a test module (``pytestmark = pytest.mark.usefixtures(...)``):

@@ -190,7 +190,7 @@ def test_semantickitti_voxel_labels(real_data_dir, tmp_path):
     invalid = np.zeros((256, 256, 32), bool)
     invalid[255, 255, 31] = invalid[50, 128, 11] = True
     np.packbits(invalid.ravel()).tofile(vox / "000005.invalid")
-    ds = KittiOdometryDataset(root, DataConfig(image_height=32, image_width=104))
+    ds = KittiOdometryDataset(root, DataConfig(image_height=32, image_width=104, gt_depth_source="lidar"))
     assert [ds.items[k][1] for k in ds.labelled_indices()] == [5]
     gt = ds[ds.labelled_indices()[0]].gt
     sem = gt.occ_semantics
@@ -202,7 +202,7 @@ def test_semantickitti_voxel_labels(real_data_dir, tmp_path):
     # the car voxel sits 10.1 m ahead of the Velodyne, on its x axis
     centre = SEMANTIC_KITTI.index_to_metric(torch.tensor([50, 128, 10]))
     assert torch.allclose(centre, torch.tensor([10.1, 0.1, 0.1]), atol=1e-5)
-    assert ds[0].gt is None  # frames without labels or scans carry no GT
+    assert ds[0].gt is None  # frames without labels or scans carry no GT (no stereo: LiDAR only asked for)
     (vox / "000005.label").write_bytes(b"\0" * 10)
     with pytest.raises(ValueError, match="000005.label: 5 labels"):
         ds[ds.labelled_indices()[0]]

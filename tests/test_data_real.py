@@ -133,15 +133,35 @@ def test_kitti_odometry_stereo(real_data_dir):
     assert s.context[1].T_world_ego[0, 3] - f.T_world_ego[0, 3] == pytest.approx(0.857, abs=0.02)
     assert abs(f.T_world_ego[2, 3].item()) < 0.1  # height stays (z up)
     assert s.context[1].timestamp - f.timestamp == pytest.approx(0.1037, abs=1e-3)
-    assert s.gt is None  # no velodyne scans in the snippet
+    assert s.gt.depth.shape == (2, 64, 208)  # no velodyne scans in the snippet: stereo depth of image_0/image_1
+    assert (s.gt.depth[0] > 0).float().mean() > 0.5 and not s.gt.depth[1].any()  # image_1 has no partner
+    lidar_only = open_dataset(str(root), DataConfig(image_height=64, image_width=208, gt_depth_source="lidar"))
+    assert lidar_only[0].gt is None
 
 
 def test_kitti_default_camera_and_split(real_data_dir):
     root = real_data_dir / "kitti_odometry" / "dataset"
     ds = KittiOdometryDataset(root / "sequences" / "00", DataConfig(image_height=32, image_width=104))
     assert ds[0].frame.camera_names == ["image_0"]  # no image_2 in the snippet
-    with pytest.raises(FileNotFoundError, match="08"):
-        KittiOdometryDataset(root, DataConfig(), split="val")
+    # a root with one sequence (a user's own drive) is that sequence for every split
+    for split in ("train", "val", "test", "all"):
+        assert KittiOdometryDataset(root, DataConfig(load_gt=False), split=split).sequences[0].name == "00"
+
+
+def test_kitti_split_with_several_sequences(real_data_dir, tmp_path):
+    src = real_data_dir / "kitti_odometry" / "dataset"
+    (tmp_path / "sequences").mkdir()
+    (tmp_path / "poses").mkdir()
+    for name in ("00", "01"):
+        (tmp_path / "sequences" / name).symlink_to(src / "sequences" / "00")
+        (tmp_path / "poses" / f"{name}.txt").symlink_to(src / "poses" / "00.txt")
+    cfg = DataConfig(load_gt=False)
+    assert [s.name for s in KittiOdometryDataset(tmp_path, cfg, split="train").sequences] == ["00", "01"]
+    assert [s.name for s in KittiOdometryDataset(tmp_path, cfg, split="all").sequences] == ["00", "01"]
+    with pytest.raises(FileNotFoundError, match="08.*on disk: \\['00', '01'\\]"):
+        KittiOdometryDataset(tmp_path, cfg, split="val")
+    with pytest.raises(ValueError, match="unknown split"):
+        KittiOdometryDataset(tmp_path, cfg, split="dev")
 
 
 def test_dataloader_with_workers(real_data_dir):

@@ -65,6 +65,33 @@ def test_demo_with_checkpoint_on_real_nuscenes(tmp_path, real_data_dir, capsys):
     assert "=== selfocc demo ===" in text and "AbsRel" in text
 
 
+def test_comparison_lines_put_both_networks_beside_the_references():
+    from selfocc_core.evaluation.evaluate import EvalConfig, evaluate
+    from selfocc_core.inference.predictor import OccupancyPredictor
+    from test_eval_evaluate import _sample
+
+    torch.manual_seed(0)
+    cfg = _config()
+    trained = OccupancyPredictor(SelfOccModel(cfg.model), cfg)
+    flat = OccupancyPredictor(SelfOccModel(cfg.model), cfg)
+    with torch.no_grad():
+        trained.model.decoder.head.bias[0].fill_(-0.8)  # the surface 0.8 m higher: one layer more
+    samples = [_sample(0, 0.0)]
+    ecfg = EvalConfig(novel_depth=False, ground_height=cfg.model.ground_height)
+    lines = demo.comparison_lines(evaluate(trained, samples, ecfg, progress=False),
+                                  evaluate(flat, samples, ecfg, progress=False))
+    header = next(ln for ln in lines if "perfect ground" in ln)
+    assert header.split() == ["trained", "untrained", "flat", "ground", "perfect", "ground"]
+    iou = next(ln for ln in lines if ln.strip().startswith("IoU")).split()[1:]
+    # GT: the 3 layers with centres <= 0.4 m, the 4th seen on half of the grid. The untrained SDF z - 0.4
+    # gives those 3 layers exactly; the trained one (z - 1.2) and the flat ground (lower faces <= 0.4 m)
+    # add the 4th: 3072 / (3072 + 512) in percent
+    assert [float(x) for x in iou] == [85.71, 100.0, 85.71, 100.0]
+    assert any(ln.strip().startswith("RayIoU (geometry)") for ln in lines)
+    assert any("trained depth: AbsRel" in ln for ln in lines) and any("untrained depth" in ln for ln in lines)
+
+
+@pytest.mark.slow
 def test_demo_with_checkpoint_on_synthetic_reports_scores_beside_references(tmp_path, capsys):
     torch.manual_seed(0)
     cfg = _config()

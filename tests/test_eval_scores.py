@@ -136,10 +136,10 @@ def test_ray_iou_geometry_by_hand():
 
 
 def test_ray_iou_extremes_on_a_street():
-    grid = VoxelGridSpec(-20, 20, -20, 20, -1, 5.4, 0.4)
+    grid = VoxelGridSpec(-20, 20, -20, 20, -1.2, 4.4, 0.8)
     gt = np.full(grid.shape, F, np.uint8)
-    gt[:, :, :3] = ROAD
-    gt[60:66, 45:55, 3:8] = CAR
+    gt[:, :, :2] = ROAD
+    gt[30:33, 22:28, 2:5] = CAR
     origins = torch.tensor([[0.0, 0.0, 1.8], [-4.0, 0.0, 1.8], [30.0, 0.0, 1.8]])  # the last is outside: dropped
     perfect, empty = RayIoUMetrics(RayIoUConfig(semantic=False)), RayIoUMetrics(RayIoUConfig(semantic=False))
     perfect.update(gt, gt, grid, origins)

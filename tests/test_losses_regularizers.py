@@ -88,3 +88,18 @@ def test_prior_loss():
     assert math.isclose(float(prior_loss(z + torch.tensor([0.3, -0.3, 0.0]), z)), 0.2, rel_tol=1e-6)
     with pytest.raises(ValueError):
         prior_loss(z, z[:2])
+
+
+def test_free_space_loss_penalises_solid_only_where_the_ray_sees_through():
+    from selfocc_core.losses.regularizers import free_space_loss
+
+    # samples: solid seen through (T = 1), the surface (w = 1), solid behind it (T = 0)
+    sdf = torch.tensor([[[-0.5, 0.0, -2.0]]], requires_grad=True)
+    w = torch.tensor([[[0.0, 1.0, 0.0]]])
+    loss = free_space_loss(sdf, w)
+    assert math.isclose(float(loss), 0.5 / 3, rel_tol=1e-6)
+    loss.backward()
+    assert sdf.grad[0, 0, 0] < 0 and sdf.grad[0, 0, 2] == 0  # pushes the seen-through sample up only
+    assert math.isclose(float(free_space_loss(sdf.detach(), w, margin=0.2)), (0.7 + 0.2) / 3, rel_tol=1e-6)
+    with pytest.raises(ValueError):
+        free_space_loss(sdf, w[..., :2])

@@ -28,6 +28,8 @@ def test_paper_settings_in_nuscenes_preset():
     assert (cfg.data.image_height, cfg.data.image_width) == (384, 800)
     assert cfg.model.backbone_depth == 50 and cfg.model.embed_dim == 96 and cfg.model.num_layers == 4
     assert cfg.loss.reprojection_weight == 1.0 and cfg.loss.rgb_weight == 0.1 and cfg.loss.eikonal_weight == 0.1
+    # the official NeuS settings (huang-yh/SelfOcc): 256 samples per ray, variance 0.1 at init
+    assert cfg.model.num_samples == 256 and cfg.model.init_variance == 0.1
     assert load_experiment_config("nuscenes_bev_occ").model.lifter == "bev"
 
 

@@ -125,6 +125,8 @@ def test_evaluate_reports_depth_and_occupancy(tmp_path):
     m = evaluate(tr.model, FakeDataset(2, with_gt=True), cfg, torch.device("cpu"), 2, stride=4)
     assert 0 <= m["depth/abs_rel"] < 100 and 0 <= m["occ/iou"] <= 1
     assert 0 < m["occ/ground_plane_iou"] <= 1
+    # GT depth is 6 m wherever it exists: a constant at the median is exact
+    assert m["constant_depth/value"] == 6.0 and m["constant_depth/abs_rel"] < 1e-9 and m["constant_depth/a1"] == 1.0
     assert evaluate(tr.model, FakeDataset(2, with_gt=False), cfg, torch.device("cpu"), 2) == {}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+GT_DEPTH_SOURCES = ("auto", "lidar", "stereo")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -40,7 +42,21 @@ class DataConfig:
     """Attach ground truth (occupancy, LiDAR depth) where the dataset has it (evaluation only)."""
 
     gt_depth_max: float = 80.0
-    """Metres: LiDAR points further than this are left out of the sparse GT depth maps."""
+    """Metres: LiDAR points (and stereo depths) further than this are left out of the GT depth maps."""
+
+    gt_depth_source: str = "auto"
+    """Where GT depth comes from (KITTI readers): "lidar" (Velodyne scans only), "stereo" (OpenCV
+    SGBM with a left-right check on the rectified pair image_2/image_3 or image_0/image_1, see
+    `data.stereo_depth`; invalid pixels carry no GT), or "auto" (LiDAR where the frame has a scan,
+    else stereo where the camera has a stereo partner on disk)."""
+
+    stereo_disparity_offset: float = 0.0
+    """Pixels added to every measured stereo disparity (a rig constant: true d = measured d + offset;
+    kitti_raw_0001's README measures 0.985 px for its colour pair)."""
+
+    stereo_cache_dir: str = ""
+    """Folder for the cached stereo depth maps; "" = $SELFOCC_CACHE_DIR/stereo_depth or
+    ~/.cache/selfocc/stereo_depth."""
 
     scenes: list[str] = field(default_factory=list)
     """Scene / sequence / drive names to read (nuScenes scene names, KITTI "00", DDAD "scene_02").
@@ -61,5 +77,7 @@ class DataConfig:
                 f"DataConfig: need 0 <= min_ego_distance < max_ego_distance, got "
                 f"{self.min_ego_distance}, {self.max_ego_distance}"
             )
+        if self.gt_depth_source not in GT_DEPTH_SOURCES:
+            raise ValueError(f"DataConfig.gt_depth_source must be one of {GT_DEPTH_SOURCES}, got {self.gt_depth_source!r}")
         if self.max_context_time <= 0:
             raise ValueError(f"DataConfig.max_context_time must be positive, got {self.max_context_time}")

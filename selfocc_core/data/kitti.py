@@ -14,6 +14,8 @@ Odometry layout (``<root>/sequences/XX`` and ``<root>/poses/XX.txt``):
   ``image_0..3/NNNNNN.png``  (0/1 grayscale, 2/3 colour; grayscale is replicated to RGB)
   ``poses/XX.txt``  3x4 row-major camera-0 -> world per frame
   ``velodyne/NNNNNN.bin``  optional, float32 x 4, for the sparse GT depth
+  Without a scan, GT depth is stereo depth (`DataConfig.gt_depth_source`, `data.stereo_depth`) of
+  the rectified pair image_2/image_3 (or image_0/image_1) when the partner camera is on disk.
   ``voxels/NNNNNN.label`` (+ ``.invalid``)  optional SemanticKITTI SSC labels on the
                  SEMANTIC_KITTI grid, mapped to Occ3D class ids (`SEMANTICKITTI_TO_OCC3D`)
 
@@ -42,6 +44,7 @@ from selfocc_core.data.context import context_for_sequence
 from selfocc_core.data.images import load_resized
 from selfocc_core.data.lidar_depth import lidar_depth_maps
 from selfocc_core.data.sample import Frame, GroundTruth, Sample
+from selfocc_core.data.stereo_depth import StereoConfig, cached_stereo_depth, resize_depth_nearest
 from selfocc_core.geometry.transforms import T_FLU_OPTICAL, invert_transform
 from selfocc_core.geometry.voxel_grid import SEMANTIC_KITTI
 
@@ -206,6 +209,8 @@ class KittiSequence:
     timestamps: np.ndarray  # [T]
     lidar_paths: list[Optional[Path]] = field(default_factory=list)  # T entries, None = no scan
     voxel_label_paths: list[Optional[Path]] = field(default_factory=list)  # T entries, SemanticKITTI SSC
+    stereo_partners: dict[str, tuple[list[Path], float]] = field(default_factory=dict)
+    """camera -> (T image paths of its rectified stereo partner to the right, baseline in metres)."""
 
     def __post_init__(self):
         T = len(self.timestamps)
@@ -258,14 +263,36 @@ class _KittiDataset(Dataset):
         if self.cfg.load_gt:
             labels = seq.voxel_label_paths[i] if seq.voxel_label_paths else None
             lidar = seq.lidar_paths[i] if seq.lidar_paths else None
+            if self.cfg.gt_depth_source == "stereo":
+                lidar = None
             gt = load_semantickitti_voxels(labels) if labels is not None else GroundTruth()
             if lidar is not None:
                 pts = torch.from_numpy(load_velodyne_bin(lidar))  # Velodyne frame == ego frame
                 T = torch.as_tensor(np.stack([seq.T_ego_cam[c] for c in seq.cameras]))
                 gt.depth = lidar_depth_maps(pts, frame.K, T, *frame.image_size, max_depth=self.cfg.gt_depth_max)
-            if labels is None and lidar is None:
+            elif self.cfg.gt_depth_source != "lidar" and any(c in seq.stereo_partners for c in seq.cameras):
+                gt.depth = self._stereo_depth(seq, i, frame.image_size)
+            if labels is None and gt.depth is None:
                 gt = None
         return Sample(frame=frame, context=context, gt=gt, sample_id=f"{seq.name}/{i:06d}")
+
+    def _stereo_depth(self, seq: KittiSequence, i: int, image_size: tuple[int, int]) -> torch.Tensor:
+        """``[N, H, W]`` stereo depth of frame i per camera (0 = none), at ``image_size``."""
+        cfg = self.cfg
+        scfg = StereoConfig(disparity_offset=cfg.stereo_disparity_offset)
+        maps = []
+        for c in seq.cameras:
+            depth = np.zeros(image_size, np.float32)
+            if c in seq.stereo_partners:
+                right, baseline = seq.stereo_partners[c]
+                if right[i].is_file():
+                    K = seq.K[c]
+                    full = cached_stereo_depth(seq.image_paths[c][i], right[i], float(K[0, 0]), baseline, float(K[1, 2]),
+                                               scfg, cfg.stereo_cache_dir or None)
+                    full[full >= cfg.gt_depth_max] = 0.0
+                    depth = resize_depth_nearest(full, *image_size)
+            maps.append(torch.from_numpy(np.ascontiguousarray(depth)))
+        return torch.stack(maps)
 
     def labelled_indices(self) -> list[int]:
         """Dataset indices whose frame has SemanticKITTI voxel labels (every 5th frame in the
@@ -286,9 +313,11 @@ class KittiOdometryDataset(_KittiDataset):
     """KITTI odometry sequences (see module docstring).
 
     path: the folder holding ``sequences/`` and ``poses/`` (or its parent, or one sequence
-    folder). split: "train"/"val"/"test" by SemanticKITTI (sequences present on disk only),
-    overridden by `cfg.scenes` (e.g. ["00"]). cfg.cameras: "image_0".."image_3"; empty =
-    "image_2" if present, else "image_0" (monocular, like SelfOcc on SemanticKITTI).
+    folder). split: "train"/"val"/"test" by SemanticKITTI (sequences present on disk only) or
+    "all" (every sequence on disk), overridden by `cfg.scenes` (e.g. ["00"]). A root holding a
+    single sequence (one recorded drive) serves it for every split: per-sequence training is
+    evaluated on the drive itself. cfg.cameras: "image_0".."image_3"; empty = "image_2" if
+    present, else "image_0" (monocular, like SelfOcc on SemanticKITTI).
     """
 
     def __init__(self, path: str | Path, cfg: DataConfig, split: str = "train"):
@@ -299,11 +328,17 @@ class KittiOdometryDataset(_KittiDataset):
         elif cfg.scenes:
             names = list(cfg.scenes)
         else:
-            if split not in ODOMETRY_SPLITS:
-                raise ValueError(f"KITTI odometry: unknown split '{split}' (use one of {sorted(ODOMETRY_SPLITS)})")
-            names = [s for s in ODOMETRY_SPLITS[split] if (root / "sequences" / s).is_dir()]
+            if split not in ODOMETRY_SPLITS and split != "all":
+                raise ValueError(f"KITTI odometry: unknown split '{split}' (use one of {sorted(ODOMETRY_SPLITS) + ['all']})")
+            on_disk = sorted(p.name for p in (root / "sequences").iterdir() if p.is_dir())
+            if split == "all" or len(on_disk) == 1:
+                names = on_disk
+            else:
+                names = [s for s in ODOMETRY_SPLITS[split] if s in on_disk]
             if not names:
-                raise FileNotFoundError(f"KITTI odometry: none of the {split} sequences {ODOMETRY_SPLITS[split]} under {root / 'sequences'}")
+                raise FileNotFoundError(
+                    f"KITTI odometry: none of the {split} sequences {ODOMETRY_SPLITS[split]} under {root / 'sequences'} "
+                    f"(on disk: {on_disk}); choose sequences with data.scenes, split 'all', or pass one sequence folder")
         super().__init__([self._load_sequence(root, n, cfg) for n in names], cfg)
 
     @staticmethod
@@ -319,7 +354,7 @@ class KittiOdometryDataset(_KittiDataset):
             T_ego_cam0 = invert_transform(T_cam0_velo)
         else:
             T_ego_cam0 = T_FLU_OPTICAL.copy()
-        K, T_ego_cam = {}, {}
+        K, T_ego_cam, t_cam = {}, {}, {}
         for c in cameras:
             if not (c.startswith("image_") and c[6:].isdigit()):
                 raise ValueError(f"KITTI odometry: camera '{c}' is not one of image_0..image_3")
@@ -328,6 +363,7 @@ class KittiOdometryDataset(_KittiDataset):
             Kc, T_camk_cam0 = split_projection(_field(calib, f"P{c[6:]}", 12, calib_path))
             K[c] = Kc
             T_ego_cam[c] = T_ego_cam0 @ invert_transform(T_camk_cam0)
+            t_cam[c] = T_camk_cam0[:3, 3]
         times_path = seq_dir / "times.txt"
         ts = read_times(times_path)
         poses_path = root / "poses" / f"{name}.txt"
@@ -342,7 +378,22 @@ class KittiOdometryDataset(_KittiDataset):
         lidar = [velo / f"{i:06d}.bin" if (velo / f"{i:06d}.bin").is_file() else None for i in range(len(ts))]
         vox = seq_dir / "voxels"
         labels = [vox / f"{i:06d}.label" if (vox / f"{i:06d}.label").is_file() else None for i in range(len(ts))]
-        return KittiSequence(name, cameras, paths, K, T_ego_cam, T_world_ego, ts, lidar, labels)
+        partners = {}
+        for left, right in (("image_0", "image_1"), ("image_2", "image_3")):
+            if left in cameras and (seq_dir / right).is_dir() and f"P{right[6:]}" in calib:
+                _, T_r = split_projection(_field(calib, f"P{right[6:]}", 12, calib_path))
+                partners[left] = ([seq_dir / right / f"{i:06d}.png" for i in range(len(ts))],
+                                  _stereo_baseline(t_cam[left], T_r[:3, 3], calib_path))
+        return KittiSequence(name, cameras, paths, K, T_ego_cam, T_world_ego, ts, lidar, labels, partners)
+
+
+def _stereo_baseline(t_left: np.ndarray, t_right: np.ndarray, where: Path) -> float:
+    """Metres from a rectified left camera to its partner on the right, from their offsets
+    ``t_k`` (``P_k = K [I | t_k]``: x_camk = x_cam0 + t_k, so the partner's centre is further +x)."""
+    b = float(t_left[0] - t_right[0])
+    if not b > 0:
+        raise ValueError(f"{where}: stereo partner is not to the right of the left camera (baseline {b:.4f} m)")
+    return b
 
 
 def oxts_poses(oxts: np.ndarray) -> np.ndarray:
@@ -412,7 +463,7 @@ class KittiRawDataset(_KittiDataset):
         R_rect[:3, :3] = _field(c2c, "R_rect_00", 9, c2c_path).reshape(3, 3)
         T_rect0_velo = R_rect @ T_cam0_velo
         cameras = list(cfg.cameras) or ["image_02"]
-        K, T_ego_cam, paths = {}, {}, {}
+        K, T_ego_cam, paths, t_rect = {}, {}, {}, {}
         ts = None
         for c in cameras:
             if not (c.startswith("image_0") and c[7:].isdigit()):
@@ -421,6 +472,7 @@ class KittiRawDataset(_KittiDataset):
                 raise ValueError(f"KITTI raw: camera '{c}' has no field 'P_rect_0{c[7:]}' in {c2c_path}")
             Kc, T_camk_rect0 = split_projection(_field(c2c, f"P_rect_0{c[7:]}", 12, c2c_path))
             K[c] = Kc
+            t_rect[c] = T_camk_rect0[:3, 3]
             T_ego_cam[c] = invert_transform(T_camk_rect0 @ T_rect0_velo)
             files = sorted((drive / c / "data").glob("*.png"))
             if not files:
@@ -447,4 +499,10 @@ class KittiRawDataset(_KittiDataset):
         T_world_ego = invert_transform(T_w_velo[0]) @ T_w_velo
         velo = drive / "velodyne_points" / "data"
         lidar = [velo / (p.stem + ".bin") if (velo / (p.stem + ".bin")).is_file() else None for p in paths[cameras[0]]]
-        return KittiSequence(drive.name, cameras, paths, K, T_ego_cam, T_world_ego, ts, lidar)
+        partners = {}
+        for left, right in (("image_00", "image_01"), ("image_02", "image_03")):
+            if left in cameras and (drive / right / "data").is_dir() and f"P_rect_0{right[7:]}" in c2c:
+                _, T_r = split_projection(_field(c2c, f"P_rect_0{right[7:]}", 12, c2c_path))
+                partners[left] = ([drive / right / "data" / p.name for p in paths[left]],
+                                  _stereo_baseline(t_rect[left], T_r[:3, 3], c2c_path))
+        return KittiSequence(drive.name, cameras, paths, K, T_ego_cam, T_world_ego, ts, lidar, [], partners)

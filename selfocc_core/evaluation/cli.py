@@ -9,6 +9,12 @@ the whole grid for comparison with papers.
 
     selfocc eval --ckpt runs/tiny/last.pt --data synthetic:seed=1000,frames=6 --json eval.json
     selfocc eval --ckpt nus.pt --data /data/nuscenes --json nus.json --post-process --max-samples 100
+    selfocc eval --ckpt runs/kitti_raw/last.pt --data ../shared/data/real/kitti_raw_0001 --json k.json \
+        --image-size 375x1242 --depth-stride 1     # one recorded drive, stereo reference depth
+
+A KITTI root holding one sequence (a user's own drive) is scored as it is, whatever --split says;
+without LiDAR scans the reference depth is SGBM stereo depth of image_2/image_3 (DataConfig
+gt_depth_source / stereo_disparity_offset, cached outside the repository: `data.stereo_depth`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help="checkpoint written by `selfocc train`")
     p.add_argument("--data", required=True, help="dataset with ground truth (same syntax as `selfocc train --data`)")
     p.add_argument("--json", required=True, help="where to write the results (atomically)")
-    p.add_argument("--split", default="val", help="dataset split (default: val)")
+    p.add_argument("--split", default="val", help="dataset split (default: val; KITTI odometry: 'all' = every "
+                   "sequence; a root with a single sequence is scored as it is)")
+    p.add_argument("--image-size", default=None, metavar="HxW", help="score at this image size (e.g. 375x1242, "
+                   "KITTI's full size): GT depth at this size, rendered depth upsampled to it (default: the "
+                   "checkpoint's network input size)")
+    p.add_argument("--stereo-disparity-offset", type=float, default=None, metavar="PX",
+                   help="stereo reference depth: pixels added to measured disparities (default: the checkpoint's "
+                   "data.stereo_disparity_offset; kitti_raw_0001: 0.985)")
     p.add_argument("--max-samples", type=int, default=None, help="score at most N samples")
     p.add_argument("--post-process", action="store_true", help="SelfOcc clean-up (height cut, grid border) first")
     p.add_argument("--no-camera-mask", action="store_true", help="score every voxel, not only camera-visible ones")
@@ -66,12 +79,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         predictor = OccupancyPredictor.from_checkpoint(args.ckpt, device=device, depth_stride=args.depth_stride)
         data_cfg = dataclasses.replace(predictor.config.data, load_gt=True, require_context=False)
+        if args.image_size is not None:
+            h, _, w = args.image_size.lower().partition("x")
+            if not (h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0):
+                raise ValueError(f"--image-size must be HxW in pixels (e.g. 375x1242), got {args.image_size!r}")
+            data_cfg = dataclasses.replace(data_cfg, image_height=int(h), image_width=int(w))
+        if args.stereo_disparity_offset is not None:
+            data_cfg = dataclasses.replace(data_cfg, stereo_disparity_offset=args.stereo_disparity_offset)
         dataset = open_dataset(args.data, data_cfg, split=args.split)
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"selfocc eval: {e}", file=sys.stderr)
         return 2
     results = evaluate(predictor, dataset, eval_config(args, predictor), progress=not args.no_progress)
-    results = {"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split, **results}
+    results = {"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split,
+               "image_size": [data_cfg.image_height, data_cfg.image_width], **results}
     atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
     print(format_summary(results))
     print(f"wrote {args.json}")

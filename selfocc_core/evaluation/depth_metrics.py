@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 
@@ -101,3 +102,44 @@ class DepthMetrics:
         out = {k: (v / n if n else float("nan")) for k, v in self.sums.items()}
         out["num_images"] = n
         return out
+
+
+def constant_median_depth(gt, cfg: DepthEvalConfig | None = None) -> np.ndarray:
+    """The constant-depth baseline: each map of ``gt [..., H, W]`` filled with the median of its own
+    valid GT pixels (what any constant prediction becomes under median scaling; 0 where none)."""
+    cfg = cfg or DepthEvalConfig()
+    gt = _np(gt)
+    H, W = gt.shape[-2:]
+    out = np.zeros_like(gt).reshape(-1, H, W)
+    for k, g in enumerate(gt.reshape(-1, H, W)):
+        valid = (g > cfg.min_depth) & (g < cfg.max_depth) & np.isfinite(g)
+        if valid.any():
+            out[k] = np.median(g[valid])
+    return out.reshape(gt.shape)
+
+
+def flat_ground_depth(K, T_ego_cam, image_size: tuple[int, int], ground_height: float, box=None) -> torch.Tensor:
+    """The flat-ground baseline: z-depth ``[N, H, W]`` of the plane ``z = ground_height`` (ego frame)
+    seen through the pixel centres of N cameras ``K [N, 3, 3]``, ``T_ego_cam [N, 4, 4]``, for images
+    of ``image_size = (H, W)``. With ``box`` (a VoxelGridSpec) rays end at the box exit when the plane
+    is not hit inside it, as a ground-only field in that box renders; without, they are +inf.
+    """
+    from selfocc_core.geometry.rays import camera_rays
+    from selfocc_core.rendering.ray_sampler import ray_box_intersection
+
+    K = torch.as_tensor(K, dtype=torch.float64).reshape(-1, 3, 3)
+    T = torch.as_tensor(T_ego_cam, dtype=torch.float64).reshape(-1, 4, 4)
+    if K.shape[0] != T.shape[0]:
+        raise ValueError(f"flat_ground_depth: {K.shape[0]} intrinsics for {T.shape[0]} camera poses")
+    H, W = image_size
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    uv = torch.stack([u, v], -1).reshape(1, H * W, 2).expand(K.shape[0], -1, -1)
+    o, d, z_per_unit = camera_rays(uv, K, T)
+    dz = d[..., 2]
+    t = torch.where(dz < -1e-9, (ground_height - o[..., 2]) / torch.where(dz < -1e-9, dz, -torch.ones_like(dz)),
+                    torch.full_like(dz, float("inf")))
+    t = torch.where(t > 0, t, torch.full_like(t, float("inf")))
+    if box is not None:
+        _, t_exit = ray_box_intersection(o, d, box.lower, box.upper)
+        t = torch.minimum(t, t_exit.clamp(min=0.0))
+    return (t * z_per_unit).reshape(-1, H, W).float()

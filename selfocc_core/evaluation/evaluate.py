@@ -26,6 +26,7 @@ Results are a JSON-ready dict (NaN -> None).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,7 +36,9 @@ import numpy as np
 import torch
 
 from selfocc_core.classes import FREE_LABEL
-from selfocc_core.evaluation.depth_metrics import DepthEvalConfig, DepthMetrics
+from selfocc_core.evaluation.depth_metrics import (
+    DepthEvalConfig, DepthMetrics, constant_median_depth, flat_ground_depth,
+)
 from selfocc_core.evaluation.depth_ranges import DepthRangeMetrics, box_exit_depth
 from selfocc_core.evaluation.occupancy_metrics import (
     OccupancyMetrics, PostProcessConfig, ground_plane_occupancy, post_process,
@@ -139,6 +142,12 @@ def evaluate(predictor, samples: Iterable, cfg: EvalConfig = EvalConfig(), progr
     section_grids: dict[str, object] = {}
     ground_height = cfg.ground_height if cfg.ground_height is not None else predictor.config.model.ground_height
     depth_m = DepthMetrics(cfg.depth)
+    # The other scaling of the same depth (metric and median-scaled are both reported), and the
+    # two depth baselines on the same pixels: a constant at each image's GT median, the flat ground.
+    other_scaling = DepthEvalConfig(cfg.depth.min_depth, cfg.depth.max_depth, not cfg.depth.median_scaling)
+    depth_other_m = DepthMetrics(other_scaling)
+    const_m = DepthMetrics(dataclasses.replace(cfg.depth, median_scaling=False))
+    flat_m = DepthMetrics(cfg.depth)
     range_m = DepthRangeMetrics(cfg.depth)
     novel_m = DepthMetrics(cfg.depth)
     n_occ = n_depth = n = 0
@@ -187,6 +196,10 @@ def evaluate(predictor, samples: Iterable, cfg: EvalConfig = EvalConfig(), progr
             n_occ += 1
         if gt.depth is not None:
             depth_m.update(pred.depth, gt.depth)
+            depth_other_m.update(pred.depth, gt.depth)
+            const_m.update(constant_median_depth(gt.depth, cfg.depth), gt.depth)
+            flat = flat_ground_depth(frame.K, frame.T_ego_cam, frame.image_size, ground_height, predictor.grid)
+            flat_m.update(flat, gt.depth)
             exit_z = box_exit_depth(frame.K.float(), frame.T_ego_cam.float(), frame.image_size, predictor.grid)
             range_m.update(pred.depth, gt.depth, exit_z)
             n_depth += 1
@@ -234,6 +247,11 @@ def evaluate(predictor, samples: Iterable, cfg: EvalConfig = EvalConfig(), progr
                 "the model's box holds the whole benchmark grid: " + box_description(section_grids["benchmark_grid"]))},
                 **occ_scores}
     depth = depth_m.compute() if n_depth else None
+    depth_other = depth_other_m.compute() if n_depth else None
+    depth_baselines = None
+    if n_depth:
+        depth_baselines = {"constant_median": const_m.compute()}
+        depth_baselines["flat_ground"] = {**flat_m.compute(), "ground_height": ground_height}
     novel = novel_m.compute() if novel_m.num_images else None
     return _json_ready({
         "num_samples": n,
@@ -241,6 +259,8 @@ def evaluate(predictor, samples: Iterable, cfg: EvalConfig = EvalConfig(), progr
         "ground_plane_baseline": baseline,
         "occupancy_scores": occ_scores,
         "depth": depth,
+        "depth_metric" if cfg.depth.median_scaling else "depth_median_scaled": depth_other,
+        "depth_baselines": depth_baselines,
         "depth_ranges": range_m.compute() if n_depth else None,
         "novel_depth": novel,
         "depth_protocol": {"min_depth": cfg.depth.min_depth, "max_depth": cfg.depth.max_depth,
@@ -267,8 +287,14 @@ def format_summary(results: dict) -> str:
     for name, sec in (results.get("occupancy_scores") or {}).items():
         lines += format_occupancy_section(sec, f"{titles.get(name, name)}: {sec['region']}, mask {sec['mask']}, "
                                                f"ground layer z <= {sec['ground_height']:g} m")
-    for key, name in (("depth", "depth"), ("novel_depth", "novel depth")):
-        d = results.get(key)
+    scaling = "median-scaled" if (results.get("depth_protocol") or {}).get("median_scaling") else "metric"
+    other = "metric" if scaling == "median-scaled" else "median-scaled"
+    base = results.get("depth_baselines") or {}
+    for key, name in (("depth", f"depth ({scaling})"), ("depth_median_scaled", f"depth ({other})"),
+                      ("depth_metric", f"depth ({other})"),
+                      ("constant_median", "  baseline: constant depth at the GT median"),
+                      ("flat_ground", "  baseline: flat ground"), ("novel_depth", "novel depth")):
+        d = base.get(key) if key in ("constant_median", "flat_ground") else results.get(key)
         if d and d.get("abs_rel") is not None:
             lines.append(f"{name}: AbsRel {d['abs_rel']:.3f}  SqRel {d['sq_rel']:.3f}  RMSE {d['rmse']:.2f} m  "
                          f"RMSElog {d['rmse_log']:.3f}  d1 {d['a1']:.3f}  d2 {d['a2']:.3f}  d3 {d['a3']:.3f}")

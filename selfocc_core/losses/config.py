@@ -54,6 +54,11 @@ class LossConfig:
     """L1 pull of the SDF towards the model's initial SDF (ModelConfig.sdf_init: the ground plane)
     at the sparsity term's random points: unobserved space (above the tallest structures, far
     corners) stays free instead of drifting."""
+    free_space_weight: float = 0.0
+    """Weight of `regularizers.free_space_loss`: negative SDF at ray samples the renderer sees
+    through (transmittance-weighted); removes solid that NeuS renders transparent."""
+    free_space_margin: float = 0.0
+    """Metres: samples seen through must have SDF above this."""
     smoothness_weight: float = 0.0
     """Edge-aware smoothness of the mean-normalised ray-grid depth image."""
     semantic_weight: float = 0.1
@@ -75,7 +80,7 @@ class LossConfig:
 
     def __post_init__(self):
         for name in ("reprojection_weight", "rgb_weight", "eikonal_weight", "hessian_weight",
-                     "sparsity_weight", "prior_weight", "smoothness_weight", "semantic_weight", "sparsity_tau"):
+                     "sparsity_weight", "prior_weight", "free_space_weight", "smoothness_weight", "semantic_weight", "sparsity_tau"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("ssim_alpha", "min_valid_weight", "anchor_current_prob", "anchor_prev_prob"):

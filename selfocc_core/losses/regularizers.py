@@ -31,6 +31,27 @@ def sparsity_loss(sdf: Tensor, tau: float = 5.0) -> Tensor:
     return torch.exp(-tau * sdf.abs()).mean()
 
 
+def free_space_loss(sdf: Tensor, weights: Tensor, margin: float = 0.0) -> Tensor:
+    """Solid where the renderer sees through: mean over ray samples of ``T_i * relu(margin - sdf_i)``
+    with ``T_i = 1 - sum_{j<i} w_j`` the (detached) transmittance before sample i.
+
+    NeuS gives opacity only where the SDF *falls* along the ray (``-relu(-d.grad)``), so a
+    negative-SDF region whose gradient is across the ray (a slab reached from the side) is
+    transparent to it: the photometric losses never see it, the occupancy read-out (SDF <= 0)
+    counts it. Samples the renderer treats as free space (high T) must have SDF > margin.
+
+    sdf, weights: ``[B, R, S]``. Returns a scalar.
+
+        >>> free_space_loss(torch.tensor([[[-1.0, 2.0]]]), torch.tensor([[[0.0, 1.0]]]))
+        tensor(0.5000)
+    """
+    if sdf.shape != weights.shape:
+        raise ValueError(f"free_space_loss: sdf {tuple(sdf.shape)} vs weights {tuple(weights.shape)}")
+    w = weights.detach().float()
+    trans = (1.0 - (torch.cumsum(w, -1) - w)).clamp(0.0, 1.0)
+    return (trans * torch.relu(margin - sdf.float())).mean()
+
+
 def prior_loss(sdf: Tensor, prior: Tensor) -> Tensor:
     """Mean ``|sdf - prior|`` at (random) points: where the images say nothing, the field keeps
     its initial shape (e.g. the ground plane ``z - ground_height``: free above, solid below).

@@ -13,7 +13,14 @@ import torch
 from torch import Tensor
 
 from selfocc_core.losses.config import LossConfig
-from selfocc_core.losses.regularizers import eikonal_loss, edge_aware_smoothness, hessian_loss, prior_loss, sparsity_loss
+from selfocc_core.losses.regularizers import (
+    edge_aware_smoothness,
+    eikonal_loss,
+    free_space_loss,
+    hessian_loss,
+    prior_loss,
+    sparsity_loss,
+)
 from selfocc_core.losses.rendering_losses import rgb_loss, semantic_loss
 from selfocc_core.losses.reprojection import RigView, rays_to_images, reprojection_loss
 from selfocc_core.rendering.types import RayBundle, RenderOutputs
@@ -96,6 +103,9 @@ def compute_losses(cfg: LossConfig, inp: LossInputs) -> LossTerms:
         terms["sparsity"], weights["sparsity"] = sparsity_loss(inp.random_sdf, cfg.sparsity_tau), cfg.sparsity_weight
     if cfg.prior_weight > 0 and inp.random_sdf is not None and inp.random_prior is not None:
         terms["prior"], weights["prior"] = prior_loss(inp.random_sdf, inp.random_prior), cfg.prior_weight
+    if cfg.free_space_weight > 0 and render.sdf is not None and render.weights is not None:
+        terms["free_space"] = free_space_loss(render.sdf, render.weights, cfg.free_space_margin)
+        weights["free_space"] = cfg.free_space_weight
     if cfg.smoothness_weight > 0:
         depth_img = rays_to_images(render.depth.unsqueeze(-1), inp.grid)[:, :, 0]  # [B, N, h, w]
         rgb_img = rays_to_images(inp.target_rgb, inp.grid)  # [B, N, 3, h, w]

@@ -77,14 +77,17 @@ class AnchorViews:
         return [s for s in self.sources if bool(s.valid.any())]
 
 
-def anchor_views(sample: Sample, offset: int, min_baseline: float = 0.0) -> AnchorViews:
+def anchor_views(sample: Sample, offset: int, min_baseline: float = 0.0,
+                 T_world_ego0: Optional[Tensor] = None) -> AnchorViews:
     """Build the anchor and its sources for a batched (collated) sample; a source closer than
     ``min_baseline`` metres (camera centres, `camera_baseline`) to the anchor is marked invalid
-    for that batch element."""
+    for that batch element. ``T_world_ego0`` ([B, 4, 4]): the frame the field lives in
+    (default: the input frame's ego frame; a per-scene field may live in another frame)."""
     frames = frames_by_offset(sample)
     if offset not in frames:
         raise ValueError(f"anchor offset {offset} not in the sample (offsets {sorted(frames)})")
-    T_world_ego0 = sample.frame.T_world_ego
+    if T_world_ego0 is None:
+        T_world_ego0 = sample.frame.T_world_ego
     if T_world_ego0.dim() != 3:
         raise ValueError("anchor_views expects a batched sample (use collate_samples)")
     src_offsets = [o for o in (offset - 1, offset + 1) if o in frames]

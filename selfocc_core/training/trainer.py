@@ -61,6 +61,8 @@ class Objective(nn.Module):
 
     ``forward(sample, anchor_offset)`` -> dict with 'total' (scalar), 'terms' (unweighted
     scalars), 'stats' (floats) and 'depth' ([B, N, h, w] rendered anchor depth, detached).
+    ``field_`` and ``T_world_field`` ([B, 4, 4]) replace the lifted field and its frame (the
+    per-scene direct-optimisation diagnostic, training/direct_optimisation.py).
     """
 
     def __init__(self, model: SelfOccModel, cfg: ExperimentConfig):
@@ -68,15 +70,16 @@ class Objective(nn.Module):
         self.model = model
         self.cfg = cfg
 
-    def forward(self, sample: Sample, anchor_offset: int) -> dict:
+    def forward(self, sample: Sample, anchor_offset: int, field_=None, T_world_field: Optional[Tensor] = None) -> dict:
         if sample.gt is not None:
             raise ValueError("Objective: the sample still carries ground truth; call sample.without_gt() first")
         cfg, lc = self.cfg, self.cfg.loss
-        field_ = self.model(sample.frame)
+        if field_ is None:
+            field_ = self.model(sample.frame)
         # Poses and rays in fp32 even under bf16 autocast (bf16 matmuls would move a camera 50 m
         # from the origin by ~0.2 m); only the network runs in bf16.
         with torch.autocast(device_type=sample.frame.images.device.type, enabled=False):
-            views = anchor_views(sample, anchor_offset, lc.min_source_baseline)
+            views = anchor_views(sample, anchor_offset, lc.min_source_baseline, T_world_field)
             rig = views.anchor_rig
             image_size = views.anchor.image_size
             stride = cfg.model.ray_stride
@@ -153,6 +156,19 @@ def sdf_occupancy(field_, grid, device=None, subvoxel: bool = False) -> Tensor:
     return (field_.sdf(pts.unsqueeze(0))[0] <= 0).any(-1).cpu()
 
 
+def _constant_depth_baseline(gt_maps: list[Tensor], depth_cfg) -> dict:
+    """Depth metrics of predicting one constant, the median of every scored GT pixel, everywhere."""
+    from selfocc_core.evaluation.depth_metrics import DepthMetrics
+
+    g = torch.cat([m.reshape(-1) for m in gt_maps]).double()
+    g = g[(g > depth_cfg.min_depth) & (g < depth_cfg.max_depth)]
+    value = float(g.median()) if g.numel() else float("nan")
+    m = DepthMetrics(depth_cfg)
+    for gt in gt_maps:
+        m.update(torch.full_like(gt, value), gt)
+    return {**m.compute(), "value": value}
+
+
 @torch.no_grad()
 def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, device: torch.device,
              max_samples: int, stride: Optional[int] = None) -> dict:
@@ -160,7 +176,9 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
     (vs GT inside the model's scene box) over ``max_samples`` samples spread evenly over the dataset.
 
     Keys (log.jsonl / TensorBoard):
-    - ``depth/<metric>``: capped at ``train.eval_max_depth``; ``depth/abs_rel_<bin>``,
+    - ``depth/<metric>``: capped at ``train.eval_max_depth``; ``constant_depth/abs_rel|a1``: the
+      baseline of one constant depth (``constant_depth/value``: the median of all scored GT
+      pixels) for every pixel, scored on the same pixels; ``depth/abs_rel_<bin>``,
       ``depth/rmse_<bin>`` per GT range bin (uncapped, 80 m) and ``depth/share_beyond_cap``,
       ``depth/share_outside_box``, ``depth/share_beyond_reach`` (evaluation/depth_ranges.py);
     - ``occ/iou, precision, recall`` (camera mask, the project's occupancy rule), the same with
@@ -183,6 +201,7 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
     model.eval()
     depth_cfg = DepthEvalConfig(max_depth=cfg.train.eval_max_depth)
     depth_m, range_m = DepthMetrics(depth_cfg), DepthRangeMetrics(depth_cfg)
+    gt_maps = []  # for the constant-depth baseline (one depth for every pixel: the median GT)
     occ_m, sub_m, base_m = GeometryMetrics(), GeometryMetrics(), GeometryMetrics()
     scores = OccupancyScores(semantic=False)
     stride = stride or cfg.train.eval_stride
@@ -205,6 +224,7 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
                 pred = render.depth.float().reshape(-1, fr.num_cameras, h, w)
                 gtd = gt_depth_at_rays(gt.depth.float(), rays.camera_index, rays.pixels).reshape_as(pred)
                 depth_m.update(pred, gtd)
+                gt_maps.append(gtd.cpu())
                 range_m.update(pred, gtd, (rays.far * rays.z_per_unit).float().reshape_as(pred))
             if gt.occ_semantics is not None and gt.grid is not None:
                 centres = gt.grid.centers(device=device).unsqueeze(0)  # [1, X, Y, Z, 3]
@@ -230,6 +250,9 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
     out = {}
     if depth_m.num_images:
         out.update({f"depth/{k}": v for k, v in depth_m.compute().items() if k != "num_images"})
+        c = _constant_depth_baseline(gt_maps, depth_cfg)
+        out.update({"constant_depth/abs_rel": c["abs_rel"], "constant_depth/a1": c["a1"],
+                    "constant_depth/value": c["value"]})
         r = range_m.compute()
         for b, v in r["by_range"].items():
             out.update({f"depth/abs_rel_{b}": v["abs_rel"], f"depth/rmse_{b}": v["rmse"]})
