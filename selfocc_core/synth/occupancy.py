@@ -129,8 +129,9 @@ def camera_visibility(occupied: Tensor, K: Tensor, T_ego_cam: Tensor, image_size
     ray traverses are unobserved. The traversal is exact (a 3D DDA, Amanatides & Woo: a voxel
     that a ray only clips at a corner counts), vectorised over `chunk` rays at a time. Occ3D walks its LiDAR-derived voxel states and also stops at
     voxels the LiDAR never observed; the synthetic GT is complete, so there is no such state.
-    ``image_size`` sets the ray density: it should be fine enough that neighbouring rays are
-    less than a voxel apart at the far end of the grid (`MASK_RAYS_PER_CAMERA`).
+    ``image_size`` sets the ray density (`MASK_RAYS_PER_CAMERA` for the synthetic GT): far road
+    voxels seen at grazing angles fall between rays, so the mask still grows slowly with the
+    density (training/README.md, "Evaluation you can trust").
     """
     if occupied.shape != grid.shape:
         raise ValueError(f"camera_visibility: occupied {tuple(occupied.shape)} does not match the grid {grid.shape}")
