@@ -290,6 +290,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stress-frames", type=int, default=1000, help="0: no stress phase")
     ap.add_argument("--rate", type=float, default=12.0, help="camera rate of the latency and stress phases [Hz]")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the node")
+    ap.add_argument("--sync-queue", type=int, default=10, help="node parameter sync.queue_size (default 10)")
     ap.add_argument("--out", default=None, help="write the JSON here (atomically)")
     args = ap.parse_args(argv)
 
@@ -321,7 +322,7 @@ def main(argv=None) -> int:
     rclpy.init(context=ctx, domain_id=domain)
     params = [Parameter("camera_names", value=args.cameras), Parameter("device", value="cpu"),
               Parameter("checkpoint", value=ckpt), Parameter("tf_timeout", value=0.2),
-              Parameter("camera_timeout", value=30.0)]
+              Parameter("camera_timeout", value=30.0), Parameter("sync.queue_size", value=args.sync_queue)]
     node = OccupancyNode(predictor=predictor, context=ctx, parameter_overrides=params)
     node.configure()
     node.timings = collections.deque(maxlen=100_000)
@@ -359,7 +360,7 @@ def main(argv=None) -> int:
         "setup": {"cameras": len(args.cameras), "height": args.height, "width": args.width, "encoding": "rgb8",
                   "model": "standin" if args.standin else (args.checkpoint or f"fresh {args.config} checkpoint"),
                   "network_input": list(getattr(node.predictor, "input_size", (args.height, args.width))),
-                  "torch_threads": args.threads, "rate_hz": args.rate, "machine": machine(),
+                  "torch_threads": args.threads, "rate_hz": args.rate, "sync_queue_size": args.sync_queue, "machine": machine(),
                   "backends": __import__("selfocc_ros.compat", fromlist=["backends"]).backends(),
                   "processes": "node alone in this process; fixture publisher + collector in another"},
         "sync_ms_per_set": round(sync_cost(len(args.cameras)) * 1e3, 4),

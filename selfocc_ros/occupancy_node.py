@@ -122,7 +122,8 @@ class OccupancyNode(Node):
     )
 
     def _declare(self, name, default, description):
-        read_only = name not in self.RUNTIME_PARAMETERS and name != "camera_names"
+        # every publish.* switch/limit is read where used, so it may change at run time
+        read_only = name not in self.RUNTIME_PARAMETERS and not name.startswith("publish.") and name != "camera_names"
         if read_only:
             description += " (read-only: set it at start-up)"
         self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=read_only))
@@ -186,7 +187,8 @@ class OccupancyNode(Node):
 
     _POSITIVE = ("sync.slop", "camera_timeout", "diagnostics_period")
     _NON_NEGATIVE = ("tf_timeout", "warn_throttle", "rig_tolerance.translation", "rig_tolerance.rotation_deg",
-                     "publish.marker_range", "publish.marker_max_count", "publish.depth_width", "publish.depth_height")
+                     "publish.marker_range", "publish.marker_max_count", "publish.marker_period", "publish.depth_width",
+                     "publish.depth_height")
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Validate a set (`ros2 param set`, SetParameters): refuse what cannot apply, with a reason."""

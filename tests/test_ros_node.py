@@ -384,6 +384,11 @@ def test_param_set_applies_at_run_time_or_is_refused(graph_factory):
     (r,) = _set_parameters(g.sub_node, None, "/selfocc_occupancy", {"sync.slop": -1.0})
     assert not r.successful and "sync.slop must be > 0" in r.reason
     assert g.node.get_parameter("base_frame").value == "base_link"
+    # what may change at run time is writable, the rest is read-only (a set is refused, not ignored)
+    writable = {n for n in g.node._parameters if not g.node.describe_parameter(n).read_only}
+    assert {n for n in g.node._parameters if n.startswith("publish.")} <= writable
+    assert {"sync.slop", "tf_timeout", "camera_timeout"} <= writable
+    assert not writable & {"checkpoint", "device", "image_transport", "qos.depth", "sync.queue_size", "base_frame"}
 
 
 def test_empty_camera_names_take_the_checkpoints_cameras(ros_msgs, tmp_path):
