@@ -120,7 +120,8 @@ def oracle_depth_loss(field: DirectField, sample, T_world_field: Tensor, cfg: Ex
 
 
 def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float, ref: int | None = None,
-                        eval_every: int = 0, seed: int = 0, log=print, loss: str = "self_supervised") -> dict:
+                        eval_every: int = 0, seed: int = 0, log=print, loss: str = "self_supervised",
+                        cos_anneal_steps: int = 0) -> dict:
     torch.manual_seed(seed)
     train = open_data(data, dataclasses.replace(cfg.data, load_gt=False), "train")
     scored = open_data(data, dataclasses.replace(cfg.data, load_gt=True), "train")
@@ -131,7 +132,7 @@ def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float,
     dev = torch.device("cpu")
 
     field = DirectField(cfg.model)
-    out = {"data": data, "ref": ref, "steps": steps, "lr": lr, "loss": loss}
+    out = {"data": data, "ref": ref, "steps": steps, "lr": lr, "loss": loss, "cos_anneal_steps": cos_anneal_steps}
     if loss == "gt_depth":
         gt_samples = [collate_samples([scored[i]]) for i in range(len(scored))]
     out["flat_ground"] = evaluate(field, ref_set, cfg, dev, 1)
@@ -149,6 +150,8 @@ def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float,
     t0, skipped, curve = time.time(), 0, []
     field.train()
     for step in range(1, steps + 1):
+        if cos_anneal_steps > 0:  # NeuS cos-anneal as in the official code: ratio 0 -> 1
+            field.cos_anneal_ratio = min(1.0, (step - 1) / cos_anneal_steps)
         i = int(torch.randint(len(samples), (1,)))
         s = samples[i]
         if loss == "gt_depth":
@@ -196,6 +199,8 @@ def main(argv=None) -> int:
     p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--loss", choices=("self_supervised", "gt_depth"), default="self_supervised",
                    help="the trainer's losses, or the GT-depth oracle (renderer alone)")
+    p.add_argument("--cos-anneal-steps", type=int, default=0,
+                   help="NeuS cos-anneal ratio from 0 to 1 over this many steps (official: 5000); 0 = 1 throughout")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default=None, help="JSON result file")
     args = p.parse_args(argv)
@@ -206,7 +211,7 @@ def main(argv=None) -> int:
         print(f"direct_optimisation: {e}", file=sys.stderr)
         return 2
     res = direct_optimisation(cfg, args.data, args.steps, args.lr, args.ref, args.eval_every,
-                              loss=args.loss)
+                              loss=args.loss, cos_anneal_steps=args.cos_anneal_steps)
     res["overrides"] = args.overrides
     field = res.pop("field")
     for name in ("flat_ground", "representation_bound", "optimised"):
