@@ -33,7 +33,6 @@ import collections
 import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -63,16 +62,11 @@ def _rss_mb() -> float:
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return info
+    import torch
+
+    from selfocc_core.bench import machine_info
+
+    return machine_info(torch.device("cpu"))
 
 
 def sync_cost(num_cameras: int, sets: int = 2000) -> float:

@@ -67,6 +67,19 @@ def ros_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def built_msgs_env() -> dict[str, str]:
+    """Environment of a child ROS process with the interface packages built (a failed build fails the test)."""
+    import pytest
+
+    from selfocc_ros import msg_build
+
+    try:
+        env = msg_build.activate_in_process()
+    except msg_build.BuildError as e:
+        pytest.fail(f"interface packages could not be built: {e}")
+    return ros_env(env)
+
+
 def spin_until(executor, predicate, timeout: float, step: float = 0.05) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

@@ -17,7 +17,7 @@ import yaml
 rclpy = pytest.importorskip("rclpy")
 
 from ros_common import (  # noqa: E402
-    RENDER_CACHE, TINY_CAMS, Proc, dds_env, check_outputs_match, make_tiny_checkpoint, ros_env, spin_until, test_domain_id,
+    RENDER_CACHE, TINY_CAMS, Proc, built_msgs_env, dds_env, check_outputs_match, make_tiny_checkpoint, spin_until, test_domain_id,
 )
 from selfocc_ros.testing import OutputCollector, synthetic_frames  # noqa: E402
 
@@ -37,13 +37,7 @@ START_NS = 1_700_000_100 * 10**9
 
 @pytest.fixture(scope="session")
 def msgs_env():
-    from selfocc_ros import msg_build
-
-    try:
-        env = msg_build.activate_in_process()
-    except msg_build.BuildError as e:
-        pytest.fail(f"interface packages could not be built: {e}")
-    return ros_env(env)
+    return built_msgs_env()
 
 
 @pytest.fixture(scope="session")

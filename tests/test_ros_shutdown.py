@@ -23,7 +23,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from ros_common import (  # noqa: E402
-    RENDER_CACHE, TINY_CAMS, Proc, dds_env, make_tiny_checkpoint, ros_env, spin_until, test_domain_id,
+    RENDER_CACHE, TINY_CAMS, Proc, built_msgs_env, dds_env, make_tiny_checkpoint, spin_until, test_domain_id,
 )
 
 pytestmark = pytest.mark.ros
@@ -50,13 +50,7 @@ def _dds_env():
 
 @pytest.fixture(scope="module")
 def msgs_env():
-    from selfocc_ros import msg_build
-
-    try:
-        env = msg_build.activate_in_process()
-    except msg_build.BuildError as e:
-        pytest.fail(f"interface packages could not be built: {e}")
-    return ros_env(env)
+    return built_msgs_env()
 
 
 @pytest.fixture(scope="module")
