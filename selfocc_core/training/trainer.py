@@ -233,16 +233,18 @@ def evaluate(model: SelfOccModel, dataset: Dataset, cfg: ExperimentConfig, devic
                 # construction); the baseline is scored on the same voxels.
                 n = cfg.model.scene.normalize(centres[0])
                 mask = (n.abs() <= 1.0).all(-1).cpu()
-                if gt.occ_mask_camera is not None:
-                    mask &= gt.occ_mask_camera[0].bool().cpu()
-                occ_m.update(sdf_occupancy(field_, gt.grid, device), gt_occ, mask)
+                cam_mask = None if gt.occ_mask_camera is None else gt.occ_mask_camera[0].bool().cpu()
+                if cam_mask is not None:
+                    mask &= cam_mask
+                occ = sdf_occupancy(field_, gt.grid, device)
+                occ_m.update(occ, gt_occ, mask)
                 sub_m.update(sdf_occupancy(field_, gt.grid, device, subvoxel=True), gt_occ, mask)
                 base_m.update(ground_plane_occupancy(gt.grid, cfg.model.ground_height), gt_occ, mask)
                 crop = crop_to_box(gt.grid, cfg.model.scene)
                 if crop is not None:  # the same voxels as above, on the sub-grid of the box (for RayIoU)
                     sub, sl = crop
-                    pred_lab = torch.where(sdf_occupancy(field_, sub, device), 0, FREE_LABEL).to(torch.uint8)
-                    cam = None if gt.occ_mask_camera is None else gt.occ_mask_camera[0].bool().cpu()[sl]
+                    pred_lab = torch.where(occ[sl], 0, FREE_LABEL).to(torch.uint8)
+                    cam = None if cam_mask is None else cam_mask[sl]
                     scores.update({"model": pred_lab}, gt.occ_semantics[0].cpu()[sl], sub, cfg.model.ground_height,
                                   mask=cam, origins=rig_origins(raw))
     finally:
