@@ -111,18 +111,15 @@ class OccupancyNode(Node):
 
     # ------------------------------------------------------------------ parameters
 
-    # Parameters that take effect while the node runs (parameter callback below); every other
-    # one is read-only: `ros2 param set` is refused with a reason instead of being ignored.
+    # Parameters that take effect while the node runs (parameter callback below), besides every
+    # publish.* switch/limit (read where used); every other one is read-only: `ros2 param set` is
+    # refused with a reason instead of being ignored.
     RUNTIME_PARAMETERS = (
-        "sync.slop", "publish.pointcloud", "publish.markers", "publish.depth", "publish.grid",
-        "publish.grid_confidence", "publish.grid_sdf", "publish.marker_alpha", "publish.marker_surface_only",
-        "publish.marker_range", "publish.marker_max_count", "publish.depth_width", "publish.depth_height",
-        "camera_timeout",
-        "tf_timeout", "diagnostics_period", "warn_throttle", "rig_tolerance.translation", "rig_tolerance.rotation_deg",
+        "sync.slop", "camera_timeout", "tf_timeout", "diagnostics_period", "warn_throttle",
+        "rig_tolerance.translation", "rig_tolerance.rotation_deg",
     )
 
     def _declare(self, name, default, description):
-        # every publish.* switch/limit is read where used, so it may change at run time
         read_only = name not in self.RUNTIME_PARAMETERS and not name.startswith("publish.") and name != "camera_names"
         if read_only:
             description += " (read-only: set it at start-up)"
