@@ -16,13 +16,13 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-import math
 import os
 from typing import Callable, Sequence
 
 import numpy as np
 
 from selfocc_ros import conversions as conv
+from selfocc_ros.tf_buffer import transform_problem
 
 
 def _forced_fallback() -> bool:
@@ -108,20 +108,6 @@ def image_to_rgb(msg) -> np.ndarray:
 # ----------------------------------------------------------------------------- TF
 
 
-def transform_problem(t) -> str:
-    """Why tf2 would reject a geometry_msgs/TransformStamped ('' when it is valid)."""
-    parent, child = t.header.frame_id, t.child_frame_id
-    if not parent or not child or parent.startswith("/") or child.startswith("/") or parent == child:
-        return f"invalid frame ids '{parent}' -> '{child}'"
-    tr, q = t.transform.translation, t.transform.rotation
-    values = (tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w)
-    if not all(math.isfinite(v) for v in values):
-        return f"TF_NAN_INPUT: ignoring transform {parent} -> {child}: non-finite values"
-    if abs(math.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w) - 1.0) > 1e-3:
-        return f"TF_DENORMALIZED_QUATERNION: ignoring transform {parent} -> {child}"
-    return ""
-
-
 class TfListener:
     """Feeds /tf and /tf_static into a buffer, counting what is rejected (for diagnostics).
 
@@ -164,17 +150,17 @@ class TfListener:
     def _on(self, msg, is_static: bool) -> None:
         accepted = 0
         for t in msg.transforms:
-            why = transform_problem(t)
-            if why:
+            if self._own:  # our buffer applies transform_problem itself and says why it rejected
+                rejected = not (self.buffer.set_transform_static(t) if is_static else self.buffer.set_transform(t))
+                why = getattr(self.buffer, "last_error", "") if rejected else ""
+            else:  # tf2_ros.Buffer: (transform, authority); it only logs, so screen with tf2's rules first
+                why = transform_problem(t)
+                rejected = bool(why)
+                if not rejected:
+                    (self.buffer.set_transform_static if is_static else self.buffer.set_transform)(t, "selfocc_ros")
+            if rejected:
                 self._reject(why)
                 continue
-            if self._own:
-                ok = self.buffer.set_transform_static(t) if is_static else self.buffer.set_transform(t)
-                if not ok:
-                    self._reject(getattr(self.buffer, "last_error", ""))
-                    continue
-            else:  # tf2_ros.Buffer: (transform, authority); it logs its own rejections (old/repeated data)
-                (self.buffer.set_transform_static if is_static else self.buffer.set_transform)(t, "selfocc_ros")
             accepted += 1
         if is_static and accepted:
             self.static_updates += 1

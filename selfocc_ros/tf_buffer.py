@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selfocc_ros.conversions import ConversionError, matrix_to_transform_stamped, stamp_to_ns, transform_to_matrix
+from selfocc_ros.conversions import matrix_to_transform_stamped, stamp_to_ns, transform_to_matrix
 
 
 class TransformException(Exception):
@@ -158,6 +158,21 @@ class _TimeCache:
         return a.translation + r * (b.translation - a.translation), _slerp(a.quat, b.quat, r)
 
 
+def transform_problem(t) -> str:
+    """Why tf2 would reject a geometry_msgs/TransformStamped ('' when it is valid): tf2's
+    frame-id, TF_NAN_INPUT and TF_DENORMALIZED_QUATERNION checks, in that order."""
+    parent, child = t.header.frame_id, t.child_frame_id
+    if not parent or not child or parent.startswith("/") or child.startswith("/") or parent == child:
+        return f"invalid frame ids '{parent}' -> '{child}'"
+    tr, q = t.transform.translation, t.transform.rotation
+    values = (tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w)
+    if not all(math.isfinite(v) for v in values):
+        return f"TF_NAN_INPUT: ignoring transform {parent} -> {child}: non-finite values"
+    if abs(math.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w) - 1.0) > 1e-3:
+        return f"TF_DENORMALIZED_QUATERNION: ignoring transform {parent} -> {child}"
+    return ""
+
+
 class TransformBuffer:
     """tf2-style transform buffer (thread-safe). ``cache_time`` in seconds (tf2 default 10 s)."""
 
@@ -179,18 +194,11 @@ class TransformBuffer:
 
     def _insert(self, tf, is_static: bool) -> bool:
         parent, child = tf.header.frame_id, tf.child_frame_id
-        if not parent or not child or parent.startswith("/") or child.startswith("/") or parent == child:
-            self.last_error = f"invalid frame ids '{parent}' -> '{child}'"
+        why = transform_problem(tf)
+        if why:
+            self.last_error = why
             return False
-        try:
-            T = transform_to_matrix(tf.transform)
-        except ConversionError as e:
-            self.last_error = f"TF_NAN_INPUT: ignoring transform {parent} -> {child}: {e}"
-            return False
-        q = tf.transform.rotation
-        if abs(math.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w) - 1.0) > 1e-3:
-            self.last_error = f"TF_DENORMALIZED_QUATERNION: ignoring transform {parent} -> {child}"
-            return False
+        T = transform_to_matrix(tf.transform)
         s = _Sample(stamp_to_ns(tf.header.stamp), parent, T[:3, 3].copy(), _quat_wxyz(T))
         with self._cond:
             if is_static:
