@@ -124,7 +124,7 @@ def flat_ground_depth(K, T_ego_cam, image_size: tuple[int, int], ground_height: 
     of ``image_size = (H, W)``. With ``box`` (a VoxelGridSpec) rays end at the box exit when the plane
     is not hit inside it, as a ground-only field in that box renders; without, they are +inf.
     """
-    from selfocc_core.geometry.rays import camera_rays
+    from selfocc_core.geometry.rays import image_rays
     from selfocc_core.rendering.ray_sampler import ray_box_intersection
 
     K = torch.as_tensor(K, dtype=torch.float64).reshape(-1, 3, 3)
@@ -132,9 +132,7 @@ def flat_ground_depth(K, T_ego_cam, image_size: tuple[int, int], ground_height: 
     if K.shape[0] != T.shape[0]:
         raise ValueError(f"flat_ground_depth: {K.shape[0]} intrinsics for {T.shape[0]} camera poses")
     H, W = image_size
-    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
-    uv = torch.stack([u, v], -1).reshape(1, H * W, 2).expand(K.shape[0], -1, -1)
-    o, d, z_per_unit = camera_rays(uv, K, T)
+    o, d, z_per_unit = image_rays(K, T, image_size)
     dz = d[..., 2]
     t = torch.where(dz < -1e-9, (ground_height - o[..., 2]) / torch.where(dz < -1e-9, dz, -torch.ones_like(dz)),
                     torch.full_like(dz, float("inf")))

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from selfocc_core.evaluation.depth_metrics import DepthEvalConfig
-from selfocc_core.geometry.rays import camera_rays
+from selfocc_core.geometry.rays import image_rays
 from selfocc_core.geometry.voxel_grid import VoxelGridSpec
 from selfocc_core.rendering.ray_sampler import ray_box_intersection
 
@@ -49,9 +49,7 @@ def box_exit_depth(K: Tensor, T_ego_cam: Tensor, image_size: tuple[int, int], bo
         raise ValueError(f"box_exit_depth: K [N, 3, 3] and T_ego_cam [N, 4, 4] expected, got "
                          f"{tuple(K.shape)} and {tuple(T_ego_cam.shape)}")
     H, W = image_size
-    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
-    uv = torch.stack([u, v], -1).reshape(1, H * W, 2).expand(K.shape[0], -1, -1)
-    o, d, zpu = camera_rays(uv, K.double().cpu(), T_ego_cam.double().cpu())
+    o, d, zpu = image_rays(K, T_ego_cam, image_size)
     t_in, t_out = ray_box_intersection(o, d, box.lower, box.upper)
     hit = t_out > t_in.clamp(min=0)
     z = torch.where(hit, t_out.clamp(min=0) * zpu, torch.zeros_like(t_out))
