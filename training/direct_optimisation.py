@@ -173,7 +173,7 @@ def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float,
             res = None
         offset = choose_anchor_offset(lc, set(frames_by_offset(s)))
         if res is None and lc.min_source_baseline > 0:
-            offset = usable_anchor_offset(s, offset, lc.min_source_baseline)
+            offset = usable_anchor_offset(s, offset, lc.min_source_baseline, lc.source_offsets)
             if offset is None:
                 skipped += 1
                 continue
@@ -234,9 +234,13 @@ def main(argv=None) -> int:
             print(f"direct_optimisation: --frames wants LO:HI (two integers), got {args.frames!r}", file=sys.stderr)
             return 2
         frames = (lo, hi)
-    res = direct_optimisation(cfg, args.data, args.steps, args.lr, args.ref, args.eval_every,
-                              loss=args.loss, cos_anneal_steps=args.cos_anneal_steps,
-                              variance_lr=args.variance_lr, frames=frames)
+    try:
+        res = direct_optimisation(cfg, args.data, args.steps, args.lr, args.ref, args.eval_every,
+                                  loss=args.loss, cos_anneal_steps=args.cos_anneal_steps,
+                                  variance_lr=args.variance_lr, frames=frames)
+    except ValueError as e:
+        print(f"direct_optimisation: {e}", file=sys.stderr)
+        return 2
     res["frames"] = args.frames
     res["overrides"] = args.overrides
     field = res.pop("field")
