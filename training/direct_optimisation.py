@@ -121,7 +121,7 @@ def oracle_depth_loss(field: DirectField, sample, T_world_field: Tensor, cfg: Ex
 
 def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float, ref: int | None = None,
                         eval_every: int = 0, seed: int = 0, log=print, loss: str = "self_supervised",
-                        cos_anneal_steps: int = 0) -> dict:
+                        cos_anneal_steps: int = 0, variance_lr: float | None = None) -> dict:
     torch.manual_seed(seed)
     train = open_data(data, dataclasses.replace(cfg.data, load_gt=False), "train")
     scored = open_data(data, dataclasses.replace(cfg.data, load_gt=True), "train")
@@ -132,7 +132,9 @@ def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float,
     dev = torch.device("cpu")
 
     field = DirectField(cfg.model)
-    out = {"data": data, "ref": ref, "steps": steps, "lr": lr, "loss": loss, "cos_anneal_steps": cos_anneal_steps}
+    variance_lr = cfg.optim.lr if variance_lr is None else variance_lr
+    out = {"data": data, "ref": ref, "steps": steps, "lr": lr, "loss": loss, "cos_anneal_steps": cos_anneal_steps,
+           "variance_lr": variance_lr}
     if loss == "gt_depth":
         gt_samples = [collate_samples([scored[i]]) for i in range(len(scored))]
     out["flat_ground"] = evaluate(field, ref_set, cfg, dev, 1)
@@ -145,7 +147,7 @@ def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float,
 
     objective = Objective(field, cfg)  # type: ignore[arg-type]
     opt = torch.optim.Adam([{"params": [field.sdf, field.rgb], "lr": lr},
-                            {"params": field.variance.parameters(), "lr": cfg.optim.lr}])
+                            {"params": field.variance.parameters(), "lr": variance_lr}])
     lc = cfg.loss
     t0, skipped, curve = time.time(), 0, []
     field.train()
@@ -201,6 +203,8 @@ def main(argv=None) -> int:
                    help="the trainer's losses, or the GT-depth oracle (renderer alone)")
     p.add_argument("--cos-anneal-steps", type=int, default=0,
                    help="NeuS cos-anneal ratio from 0 to 1 over this many steps (official: 5000); 0 = 1 throughout")
+    p.add_argument("--variance-lr", type=float, default=None,
+                   help="Adam learning rate of the NeuS variance (default optim.lr; 0 = fixed sharpness)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default=None, help="JSON result file")
     args = p.parse_args(argv)
@@ -211,7 +215,8 @@ def main(argv=None) -> int:
         print(f"direct_optimisation: {e}", file=sys.stderr)
         return 2
     res = direct_optimisation(cfg, args.data, args.steps, args.lr, args.ref, args.eval_every,
-                              loss=args.loss, cos_anneal_steps=args.cos_anneal_steps)
+                              loss=args.loss, cos_anneal_steps=args.cos_anneal_steps,
+                              variance_lr=args.variance_lr)
     res["overrides"] = args.overrides
     field = res.pop("field")
     for name in ("flat_ground", "representation_bound", "optimised"):
