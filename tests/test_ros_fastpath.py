@@ -281,7 +281,8 @@ def test_prepared_images_assemble_to_the_same_frame_as_messages(enc):
         infos.append(conv.make_camera_info(K, 90, 160, hdr))
     eye = lambda t, s, ns: np.eye(4)  # noqa: E731
     prepared = [prepare_image(m, c.name, (24, 40)) for m, c in zip(msgs, cams)]
-    assert all(isinstance(p, PreparedImage) and p.image.shape == (3, 24, 40) and p.full_hw == (90, 160) for p in prepared)
+    assert all(isinstance(p, PreparedImage) and p.image.shape == (3, 24, 40) and p.image.dtype == torch.uint8
+               and p.full_hw == (90, 160) for p in prepared)
     assert not any(np.shares_memory(p.image.numpy(), np.frombuffer(m.data, np.uint8)) for p, m in zip(prepared, msgs))
     a = assemble_frame(prepared, infos, cams, eye, "base_link", "odom", network_size=(24, 40))
     b = assemble_frame(msgs, infos, cams, eye, "base_link", "odom", network_size=(24, 40))
