@@ -296,3 +296,14 @@ def test_prepared_images_assemble_to_the_same_frame_as_messages(enc):
     with pytest.raises(InputError) as e:
         assemble_frame([prepared[0], bad], infos, cams, eye, "base_link", "odom", network_size=(24, 40))
     assert e.value.kind == "image" and e.value.camera == "B"
+
+
+def test_network_images_equal_torchs_float_division():
+    from selfocc_ros.node_logic import network_images
+
+    g = torch.Generator().manual_seed(9)
+    xs = [torch.randint(0, 256, (1, 6, 10, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2)[0] for _ in range(3)]
+    xs.append(torch.randint(0, 256, (3, 6, 10), dtype=torch.uint8, generator=g))  # contiguous and channels-last views
+    out = network_images(xs)
+    assert out.shape == (4, 3, 6, 10) and out.dtype == torch.float32 and out.is_contiguous()
+    assert torch.equal(out, torch.stack(xs).float() / 255.0)
