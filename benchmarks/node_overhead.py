@@ -285,6 +285,7 @@ def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: i
     return {
         "sets_sent": len(robot["stamps"]), "published": len(tim), "sets_dropped": dropped,
         "results_dropped": results_dropped, "input_errors": errors,
+        "input_errors_by_kind": robot.get("input_errors_by_kind", {}),
         # sent but never a complete set at the node: images lost on the way (best-effort QoS)
         "sets_incomplete": len(robot["stamps"]) - len(tim) - dropped - errors,
         "input_rate_hz": round(robot["input_rate_hz"], 2),
@@ -380,12 +381,13 @@ def main(argv=None) -> int:
     def run_phase(n, period):
         t0 = len(node.timings)
         d0, r0 = node.stats.sets_dropped, node.stats.results_dropped
-        e0 = sum(node.stats.errors.values())
+        e0, kinds0 = sum(node.stats.errors.values()), dict(node.stats.errors)
         cpu0, faults0 = thread_cpu(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         here.send(("play", n, period))
         res = here.recv()
         time.sleep(0.2)
         res["node_cpu_ms_per_set_by_thread"] = cpu_delta(cpu0, thread_cpu(), n)
+        res["input_errors_by_kind"] = {k: v - kinds0.get(k, 0) for k, v in node.stats.errors.items() if v > kinds0.get(k, 0)}
         res["node_page_faults_per_set"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / max(1, n), 1)
         tim = list(node.timings)[t0:]
         for j, t in enumerate(tim):
@@ -450,7 +452,7 @@ def main(argv=None) -> int:
                            [n for n, _ in rss if n - rss[0][0] >= 100], warm, 1)[0]) * 100, 2) if len(warm) > 2 else None}
         # a summary that fits the stress question, without the per-stage tables
         result["stress"] = {k: s[k] for k in ("sets_sent", "published", "sets_dropped", "results_dropped",
-                                              "input_errors", "sets_incomplete", "input_rate_hz", "latency_stamp_to_published_ms",
+                                              "input_errors", "input_errors_by_kind", "sets_incomplete", "input_rate_hz", "latency_stamp_to_published_ms",
                                               "latency_minus_fixture_publish_ms", "latency_minus_model_ms", "arrival_lag_ms", "queue_wait_ms",
                                               "fixture_publish_ms", "fixture_process_cpu_ms_per_set", "node_cpu_ms_per_set_by_thread",
                                               "node_page_faults_per_set",
