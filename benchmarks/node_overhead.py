@@ -6,8 +6,9 @@
     python benchmarks/node_overhead.py --standin                                 # node plumbing only
 
 Two processes over real DDS (Fast DDS, the large-image profile of config/), as on a robot:
-- this process runs only the occupancy node (MultiThreadedExecutor; inference and publishing
-  on the node's own threads) and reads its per-stage timings;
+- this process runs only the occupancy node (spun by the executor of the node's main(),
+  --executor; inference and publishing on the node's own threads) and reads its per-stage
+  timings and the CPU time of each of its threads;
 - a "robot" process runs the fixture publisher (synthetic frames rendered small, resized to
   --height x --width with scaled intrinsics, stamp = wall clock when its publication starts;
   odom->base_link on /tf per frame) and a collector subscribed to every output (so the node
@@ -33,6 +34,7 @@ import collections
 import json
 import multiprocessing as mp
 import os
+import resource
 import sys
 import tempfile
 import threading
@@ -59,6 +61,30 @@ def _rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def thread_cpu() -> dict:
+    """CPU seconds (user + system) per thread of this process so far, keyed by thread name
+    (Python's name where the thread is a Python thread, else the OS name: dds.*, torch/OpenMP)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict = collections.Counter()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            comm = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        name = names.get(int(task.name)) or comm
+        out[name] += (int(fields[11]) + int(fields[12])) / tick
+    return dict(out)
+
+
+def cpu_delta(before: dict, after: dict, sets: int) -> dict:
+    """Per-thread CPU between two thread_cpu() samples, in ms per set offered, largest first."""
+    d = {k: (after.get(k, 0.0) - before.get(k, 0.0)) * 1e3 / max(1, sets) for k in after}
+    return {k: round(v, 2) for k, v in sorted(d.items(), key=lambda kv: -kv[1]) if v > 0}
 
 
 def machine() -> dict:
@@ -102,7 +128,8 @@ def receive_cost(num_cameras: int, height: int, width: int, reps: int = 5) -> fl
 def output_cost(config: str = "nuscenes_occ", reps: int = 5) -> dict:
     """Milliseconds to build + serialize each output for one prediction of ``config``'s size (its
     grid, depth at its network input for its cameras), without DDS or a model: a grid with a
-    ground layer and random objects (~10 % occupied), serialized with rclpy as a publisher would."""
+    ground layer and random objects (~10 % occupied), built into the CDR bytes the node publishes
+    (the same conversions functions)."""
     from rclpy.serialization import serialize_message
     from std_msgs.msg import Header
 
@@ -123,8 +150,7 @@ def output_cost(config: str = "nuscenes_occ", reps: int = 5) -> dict:
     header = Header(frame_id="base_link")
 
     def cloud():
-        xyz, lab, c = conv.occupied_points(labels, conf, grid.lower, grid.voxel_size)
-        return serialize_message(conv.make_occupancy_cloud(xyz, lab, c, header))
+        return conv.serialize_occupancy_cloud(labels, conf, grid.lower, grid.voxel_size, header)
 
     def markers():
         xyz, lab = conv.marker_voxels(labels, grid.lower, grid.voxel_size, 30.0, 5000)
@@ -135,7 +161,7 @@ def output_cost(config: str = "nuscenes_occ", reps: int = 5) -> dict:
                                                     confidence=conf))
 
     def depth_msgs():
-        return [serialize_message(conv.depth_to_image(d, header)) for d in depth]
+        return [conv.serialize_depth(d, header) for d in depth]
 
     out = {"config": config, "grid": [X, Y, Z], "occupied": int((labels != 17).sum()),
            "depth": [n_cam, h, w]}
@@ -154,13 +180,13 @@ def output_cost(config: str = "nuscenes_occ", reps: int = 5) -> dict:
 # ----------------------------------------------------------------------------- robot process
 
 
-def robot_process(conn, cameras, height, width, distinct, domain_id):
+def robot_process(conn, cameras, height, width, distinct, domain_id, executor="single"):
     """Fixture publisher + output collector in their own process; driven by ("play", n, period) messages."""
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
 
     from selfocc_ros import msg_build
+    from selfocc_ros.occupancy_node import make_executor
     from selfocc_ros.testing import FixturePublisher, OutputCollector
 
     msg_build.activate_in_process()
@@ -173,7 +199,7 @@ def robot_process(conn, cameras, height, width, distinct, domain_id):
         fixture._published(i)  # render + resize once, before any timing
     sub_node = rclpy.create_node("bench_collector", context=ctx)
     out = OutputCollector(sub_node, "/selfocc_occupancy", cameras)
-    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
+    ex = make_executor(executor, ctx)
     ex.add_node(pub_node)
     ex.add_node(sub_node)
     threading.Thread(target=ex.spin, daemon=True).start()
@@ -188,6 +214,7 @@ def robot_process(conn, cameras, height, width, distinct, domain_id):
             break
         _, n, period = cmd
         stamps, pub_s = [], []
+        cpu0 = time.process_time()
         t_start = time.monotonic()
         for j in range(n):
             due = t_start + j * period
@@ -206,6 +233,7 @@ def robot_process(conn, cameras, height, width, distinct, domain_id):
             time.sleep(0.02)
         time.sleep(0.3)
         conn.send({"stamps": stamps, "publish_s": pub_s, "input_rate_hz": rate,
+                   "process_cpu_ms_per_set": round((time.process_time() - cpu0) * 1e3 / max(1, n), 2),
                    "cloud_wall_ns": {s: out.receive_wall_ns[s] for s in stamps if s in out.receive_wall_ns}})
     ex.shutdown(timeout_sec=2.0)
     pub_node.destroy_node()
@@ -236,23 +264,28 @@ def make_checkpoint(config: str, cameras) -> str:
 
 def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: int, errors: int = 0) -> dict:
     stage_names = sorted({k for t in tim for k in t["publish_stages_s"]})
+    own = [t.get("prepare_s", 0.0) + t["assemble_s"] + t["publish_s"] for t in tim]
     per = {
         "decode": _stats(t["decode_s"] for t in tim),
         "tf": _stats(t["tf_s"] for t in tim),
         "resize_normalise": _stats(t["resize_s"] for t in tim),
-        "assembly_total": _stats(t["assemble_s"] for t in tim),
+        # decode + downscale done in the subscription callbacks as the images arrived (executor thread)
+        "prepare_in_callbacks": _stats(t.get("prepare_s", 0.0) for t in tim),
+        # on the inference thread before the model: camera_info, TF, stacking, rig check
+        "worker_assembly": _stats(t["assemble_s"] for t in tim),
         **{f"publish_{k}": _stats(t["publish_stages_s"].get(k, 0.0) for t in tim) for k in stage_names},
         "publish_total": _stats(t["publish_s"] for t in tim),
-        "node_overhead_total": _stats(t["assemble_s"] + t["publish_s"] for t in tim),
+        "node_overhead_total": _stats(own),
         "model": _stats(t["model_s"] for t in tim),
     }
-    ratio = [(t["assemble_s"] + t["publish_s"]) / t["model_s"] for t in tim]
+    ratio = [o / t["model_s"] for o, t in zip(own, tim)]
     pub_by_stamp = dict(zip(robot["stamps"], robot["publish_s"]))
     lat = [t["latency_s"] for t in tim]
     lat_net = [t["latency_s"] - pub_by_stamp.get(t["stamp_ns"], 0.0) for t in tim]
     return {
         "sets_sent": len(robot["stamps"]), "published": len(tim), "sets_dropped": dropped,
         "results_dropped": results_dropped, "input_errors": errors,
+        "input_errors_by_kind": robot.get("input_errors_by_kind", {}),
         # sent but never a complete set at the node: images lost on the way (best-effort QoS)
         "sets_incomplete": len(robot["stamps"]) - len(tim) - dropped - errors,
         "input_rate_hz": round(robot["input_rate_hz"], 2),
@@ -260,11 +293,20 @@ def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: i
         "overhead_over_model": {"p50": round(float(np.median(ratio)), 4) if ratio else None,
                                 "of_p50s": round(per["node_overhead_total"]["p50"] / per["model"]["p50"], 4)
                                 if tim else None},
+        "fixture_publish_ms": _stats(robot["publish_s"]),
+        "fixture_process_cpu_ms_per_set": robot.get("process_cpu_ms_per_set"),
+        "node_cpu_ms_per_set_by_thread": robot.get("node_cpu_ms_per_set_by_thread"),
+        "node_page_faults_per_set": robot.get("node_page_faults_per_set"),
+        # where the time from image stamp to published occupancy goes, per published set:
+        # arrival_lag = stamp -> the set's last image in the node's callback (the fixture's own
+        # publication + transport + executor), queue_wait = set complete -> worker starts (the
+        # running inference, drop-old), then worker_assembly + model + publish_thread_wait + publish
+        "arrival_lag_ms": _stats(t["arrival_lag_s"] for t in tim if t.get("arrival_lag_s") is not None),
         "queue_wait_ms": _stats(t["wait_s"] for t in tim),
         "publish_thread_wait_ms": _stats(t["publish_wait_s"] for t in tim),
-        "fixture_publish_ms": _stats(robot["publish_s"]),
         "latency_stamp_to_published_ms": _stats(lat),
         "latency_minus_fixture_publish_ms": _stats(lat_net),
+        "latency_minus_model_ms": _stats(t["latency_s"] - t["model_s"] for t in tim),
         "latency_stamp_to_cloud_received_ms": _stats(
             (robot["cloud_wall_ns"][s] - s) / 1e9 for s in robot["stamps"] if s in robot["cloud_wall_ns"]),
     }
@@ -285,6 +327,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=12.0, help="camera rate of the latency and stress phases [Hz]")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the node")
     ap.add_argument("--sync-queue", type=int, default=10, help="node parameter sync.queue_size (default 10)")
+    ap.add_argument("--executor", default="single", choices=("single", "multi"),
+                    help="executor of the node and of the fixture process (default single, as the node's main())")
     ap.add_argument("--out", default=None, help="write the JSON here (atomically)")
     args = ap.parse_args(argv)
 
@@ -295,11 +339,10 @@ def main(argv=None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     domain = int(os.environ.get("ROS_DOMAIN_ID", 180 + os.getpid() % 40))
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     from selfocc_ros import msg_build
-    from selfocc_ros.occupancy_node import OccupancyNode
+    from selfocc_ros.occupancy_node import OccupancyNode, make_executor
     from selfocc_ros.testing import StandInPredictor
 
     msg_build.activate_in_process()
@@ -308,7 +351,8 @@ def main(argv=None) -> int:
 
     mpc = mp.get_context("spawn")
     here, there = mpc.Pipe()
-    robot = mpc.Process(target=robot_process, args=(there, args.cameras, args.height, args.width, args.distinct, domain),
+    robot = mpc.Process(target=robot_process, args=(there, args.cameras, args.height, args.width, args.distinct, domain,
+                                                     args.executor),
                         daemon=True)
     robot.start()
 
@@ -323,7 +367,7 @@ def main(argv=None) -> int:
     stamp_of = {}
     node.on_result = lambda assembled, pred: stamp_of.setdefault(len(stamp_of), assembled.stamp_ns)
     node.activate()
-    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
+    ex = make_executor(args.executor, ctx)
     ex.add_node(node)
     threading.Thread(target=ex.spin, daemon=True).start()
     if not here.poll(300):
@@ -337,10 +381,14 @@ def main(argv=None) -> int:
     def run_phase(n, period):
         t0 = len(node.timings)
         d0, r0 = node.stats.sets_dropped, node.stats.results_dropped
-        e0 = sum(node.stats.errors.values())
+        e0, kinds0 = sum(node.stats.errors.values()), dict(node.stats.errors)
+        cpu0, faults0 = thread_cpu(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         here.send(("play", n, period))
         res = here.recv()
         time.sleep(0.2)
+        res["node_cpu_ms_per_set_by_thread"] = cpu_delta(cpu0, thread_cpu(), n)
+        res["input_errors_by_kind"] = {k: v - kinds0.get(k, 0) for k, v in node.stats.errors.items() if v > kinds0.get(k, 0)}
+        res["node_page_faults_per_set"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / max(1, n), 1)
         tim = list(node.timings)[t0:]
         for j, t in enumerate(tim):
             t["stamp_ns"] = stamp_of.get(t0 + j)
@@ -354,7 +402,7 @@ def main(argv=None) -> int:
         "setup": {"cameras": len(args.cameras), "height": args.height, "width": args.width, "encoding": "rgb8",
                   "model": "standin" if args.standin else (args.checkpoint or f"fresh {args.config} checkpoint"),
                   "network_input": list(getattr(node.predictor, "input_size", (args.height, args.width))),
-                  "torch_threads": args.threads, "rate_hz": args.rate, "sync_queue_size": args.sync_queue, "machine": machine(),
+                  "torch_threads": args.threads, "rate_hz": args.rate, "executor": args.executor, "sync_queue_size": args.sync_queue, "machine": machine(),
                   "backends": __import__("selfocc_ros.compat", fromlist=["backends"]).backends(),
                   "processes": "node alone in this process; fixture publisher + collector in another"},
         "sync_ms_per_set": round(sync_cost(len(args.cameras)) * 1e3, 4),
@@ -365,15 +413,26 @@ def main(argv=None) -> int:
     print(f"[node_overhead] overhead phase: {args.overhead_frames} frames every {period:.2f} s", flush=True)
     result["overhead"] = phase_summary(*run_phase(args.overhead_frames, period))
     result["overhead"]["period_s"] = round(period, 3)
-    print(f"[node_overhead] latency phase: {args.latency_frames} frames at {args.rate} Hz", flush=True)
-    result["latency"] = phase_summary(*run_phase(args.latency_frames, 1.0 / args.rate))
+    if args.latency_frames:
+        print(f"[node_overhead] latency phase: {args.latency_frames} frames at {args.rate} Hz", flush=True)
+        result["latency"] = phase_summary(*run_phase(args.latency_frames, 1.0 / args.rate))
     if args.stress_frames:
         print(f"[node_overhead] stress phase: {args.stress_frames} frames at {args.rate} Hz", flush=True)
         rss, stop = [], threading.Event()
 
+        queued = []  # what waits in the approximate-time synchroniser (unmatched images), per sample
+
+        def queue_now():
+            qs = getattr(getattr(node._sync, "sync", None), "queues", None) or []
+            items = [m for q in qs for m in list(q.values())]
+            nbytes = sum(int(m.image.nbytes) if getattr(m, "image", None) is not None else len(getattr(m, "data", b""))
+                         for m in items)
+            return len(items), round(nbytes / 2**20, 2)
+
         def sample():
             while not stop.wait(50.0 / args.rate):
                 rss.append((node.stats.sets_synced, round(_rss_mb(), 1)))
+                queued.append(queue_now())
 
         sampler = threading.Thread(target=sample, daemon=True)
         rss.append((node.stats.sets_synced, round(_rss_mb(), 1)))
@@ -384,6 +443,7 @@ def main(argv=None) -> int:
         rss.append((node.stats.sets_synced, round(_rss_mb(), 1)))
         warm = [m for n, m in rss if n - rss[0][0] >= 100]  # after 100 sets
         s["rss_mb_samples_every_50_sets"] = [m for _, m in rss]
+        s["sync_queued_images_and_mb_per_sample"] = queued
         s["rss_mb"] = {"start": rss[0][1], "after_100_sets": warm[0] if warm else None, "end": rss[-1][1],
                        "max_after_100_sets": max(warm) if warm else None,
                        "growth_after_100_sets": round(rss[-1][1] - warm[0], 1) if warm else None,
@@ -392,9 +452,12 @@ def main(argv=None) -> int:
                            [n for n, _ in rss if n - rss[0][0] >= 100], warm, 1)[0]) * 100, 2) if len(warm) > 2 else None}
         # a summary that fits the stress question, without the per-stage tables
         result["stress"] = {k: s[k] for k in ("sets_sent", "published", "sets_dropped", "results_dropped",
-                                              "input_errors", "sets_incomplete", "input_rate_hz", "latency_stamp_to_published_ms",
-                                              "latency_minus_fixture_publish_ms", "queue_wait_ms",
-                                              "rss_mb", "rss_mb_samples_every_50_sets")}
+                                              "input_errors", "input_errors_by_kind", "sets_incomplete", "input_rate_hz", "latency_stamp_to_published_ms",
+                                              "latency_minus_fixture_publish_ms", "latency_minus_model_ms", "arrival_lag_ms", "queue_wait_ms",
+                                              "fixture_publish_ms", "fixture_process_cpu_ms_per_set", "node_cpu_ms_per_set_by_thread",
+                                              "node_page_faults_per_set",
+                                              "rss_mb", "rss_mb_samples_every_50_sets",
+                                              "sync_queued_images_and_mb_per_sample")}
         result["stress"]["model_ms"] = s["per_frame_ms"]["model"]
         result["stress"]["node_overhead_ms"] = s["per_frame_ms"]["node_overhead_total"]
     result["setup"]["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

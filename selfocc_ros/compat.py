@@ -206,7 +206,8 @@ class _OwnSyncSubscribers:
     """N subscriptions feeding an ApproximateTimeSync."""
 
     def __init__(self, node, topics: Sequence[tuple[type, str]], qos, queue_size: int, slop: float,
-                 callback: Callable[..., None], on_message: Callable[[int, object], None] | None):
+                 callback: Callable[..., None], on_message: Callable[[int, object], None] | None,
+                 transform: Callable[[int, object], object] | None = None):
         from selfocc_ros.approx_sync import ApproximateTimeSync
 
         self.sync = ApproximateTimeSync(len(topics), queue_size, slop, callback)
@@ -215,7 +216,7 @@ class _OwnSyncSubscribers:
             def cb(msg, i=i):
                 if on_message is not None:
                     on_message(i, msg)
-                self.sync.add(i, msg)
+                self.sync.add(i, msg if transform is None else transform(i, msg), conv.stamp_to_ns(msg.header.stamp))
 
             self.subscriptions.append(node.create_subscription(msg_type, topic, cb, qos))
 
@@ -235,14 +236,21 @@ class _OwnSyncSubscribers:
 
 
 class _MessageFiltersSubscribers:
-    def __init__(self, node, topics, qos, queue_size, slop, callback, on_message):
+    def __init__(self, node, topics, qos, queue_size, slop, callback, on_message, transform=None):
         import message_filters
 
         self.subs = [message_filters.Subscriber(node, t, name, qos_profile=qos) for t, name in topics]
         if on_message is not None:
             for i, s in enumerate(self.subs):
                 s.registerCallback(lambda msg, i=i: on_message(i, msg))
-        self.sync = message_filters.ApproximateTimeSynchronizer(self.subs, queue_size, slop)
+        inputs = self.subs
+        if transform is not None:  # the synchronizer reads item.header.stamp, as from a message
+            inputs = []
+            for i, s in enumerate(self.subs):
+                f = message_filters.SimpleFilter()
+                s.registerCallback(lambda msg, i=i, f=f: f.signalMessage(transform(i, msg)))
+                inputs.append(f)
+        self.sync = message_filters.ApproximateTimeSynchronizer(inputs, queue_size, slop)
         self.sync.registerCallback(callback)
 
     def set_slop(self, slop: float) -> None:
@@ -264,11 +272,14 @@ class _MessageFiltersSubscribers:
 
 def make_synchronized_subscribers(node, topics: Sequence[tuple[type, str]], qos, queue_size: int, slop: float,
                                   callback: Callable[..., None],
-                                  on_message: Callable[[int, object], None] | None = None):
-    """Subscribe ``topics`` [(msg_type, name)] and call ``callback(*msgs)`` for each approximate-time set.
+                                  on_message: Callable[[int, object], None] | None = None,
+                                  transform: Callable[[int, object], object] | None = None):
+    """Subscribe ``topics`` [(msg_type, name)] and call ``callback(*items)`` for each approximate-time set.
 
     ``on_message(index, msg)`` sees every message before synchronisation (rates, staleness).
-    The returned object has ``destroy(node)``.
+    ``transform(index, msg) -> item`` (optional) replaces each message by what the synchroniser
+    queues and the callback gets (an object with the message's ``header``), in the subscription
+    callback: the message itself can be released at once. The returned object has ``destroy(node)``.
     """
     cls = _MessageFiltersSubscribers if have_message_filters() else _OwnSyncSubscribers
-    return cls(node, topics, qos, queue_size, slop, callback, on_message)
+    return cls(node, topics, qos, queue_size, slop, callback, on_message, transform)

@@ -249,6 +249,83 @@ def depth_to_image(depth: np.ndarray, header=None):
     return numpy_to_image(depth, "32FC1", header)
 
 
+_DATA_SENTINEL = bytes([0xA5, 0x5A, 0xC3, 0x3C, 0x96, 0x69, 0x0F, 0xF0, 0x1E])
+_SPLICE_OK: dict = {}  # message type -> the spliced bytes deserialize to the built message (checked once)
+
+
+def serialize_with_data(msg, data) -> bytes:
+    """The CDR bytes of ``msg`` with its ``uint8[] data`` field set to ``data`` (a contiguous
+    numpy array or bytes), copying the payload once instead of three times (into an
+    ``array.array``, into the C message, into the CDR buffer).
+
+    rclpy serializes ``msg`` with a 9-byte sentinel as ``data``; the sentinel and its 4-byte
+    length are replaced by the payload's length and bytes. A ``uint8[]`` needs no alignment, so
+    fields after it (PointCloud2.is_dense) stay valid when the payload is the last non-aligned
+    field, which is checked once per message type by a round trip through deserialize_message
+    (otherwise, or if the sentinel is not found once, the field is filled and serialized as usual).
+    ``msg.data`` is left holding the sentinel: build a fresh message per call. A publisher sends
+    the result as it is (``publisher.publish(bytes)``).
+    """
+    import struct
+
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    payload = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else data)
+    kind = type(msg)
+
+    def plain():
+        msg.data = uint8_field(payload)
+        return serialize_message(msg)
+
+    msg.data = uint8_field(_DATA_SENTINEL)
+    raw = serialize_message(msg)
+    pos = raw.find(_DATA_SENTINEL)
+    if raw[:2] != b"\x00\x01" or pos < 4 or raw.find(_DATA_SENTINEL, pos + 1) >= 0 or \
+            raw[pos - 4:pos] != struct.pack("<I", len(_DATA_SENTINEL)):
+        return plain()  # not little-endian CDR, or the sentinel is ambiguous
+    out = b"".join((raw[:pos - 4], struct.pack("<I", payload.nbytes), payload, raw[pos + len(_DATA_SENTINEL):]))
+    if kind not in _SPLICE_OK:
+        probe = b"".join((raw[:pos - 4], struct.pack("<I", 3), b"abc", raw[pos + len(_DATA_SENTINEL):]))
+        try:
+            back = deserialize_message(probe, kind)
+            msg.data = uint8_field(b"abc")
+            _SPLICE_OK[kind] = back == msg
+        except Exception:  # a layout this does not handle
+            _SPLICE_OK[kind] = False
+    return out if _SPLICE_OK[kind] else plain()
+
+
+def serialize_image(arr: np.ndarray, encoding: str, header=None) -> bytes:
+    """The CDR bytes of ``numpy_to_image(arr, encoding, header)`` (see serialize_with_data)."""
+    from sensor_msgs.msg import Image
+
+    if encoding not in _ENCODINGS:
+        raise ConversionError(f"unsupported image encoding '{encoding}'")
+    channels, dtype = _ENCODINGS[encoding]
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] != channels:
+        raise ConversionError(f"array of shape {arr.shape} does not fit encoding {encoding} ({channels} channels)")
+    arr = np.ascontiguousarray(arr.astype(np.dtype(dtype).newbyteorder("<"), copy=False))
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(arr.shape[1] * arr.shape[2] * arr.dtype.itemsize)
+    return serialize_with_data(msg, arr)
+
+
+def serialize_depth(depth: np.ndarray, header=None) -> bytes:
+    """The CDR bytes of ``depth_to_image(depth, header)`` (32FC1)."""
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.ndim != 2:
+        raise ConversionError(f"depth must be [H, W], got {depth.shape}")
+    return serialize_image(depth, "32FC1", header)
+
+
 # ----------------------------------------------------------------------------- camera info
 
 
@@ -350,6 +427,86 @@ def voxel_centres(flat: np.ndarray, shape, lower, voxel_size: float) -> np.ndarr
     return out
 
 
+_GRID_TABLES: dict = {}  # (shape, lower, voxel_size) -> structured OCC_POINT_DTYPE table of every voxel centre
+_GRID_D2: dict = {}  # (shape, lower, voxel_size, origin) -> squared distance of every voxel centre to origin
+
+
+def _grid_table(shape, lower, voxel_size: float) -> np.ndarray:
+    """Every voxel centre of a grid as an ``OCC_POINT_DTYPE`` array in C order (x, y, z filled),
+    built once per grid (a prediction's grid never changes: 20 bytes per voxel, 12.8 MB for
+    200x200x16), so a cloud is one row gather instead of index arithmetic per frame."""
+    key = (tuple(int(v) for v in shape), tuple(float(v) for v in lower), float(voxel_size))
+    table = _GRID_TABLES.get(key)
+    if table is None:
+        n = int(np.prod(key[0]))
+        table = np.zeros(n, OCC_POINT_DTYPE)
+        xyz = voxel_centres(np.arange(n), key[0], key[1], key[2])
+        table["x"], table["y"], table["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+        table.flags.writeable = False
+        if len(_GRID_TABLES) >= 4:
+            _GRID_TABLES.clear()
+        _GRID_TABLES[key] = table
+    return table
+
+
+def _grid_d2(shape, lower, voxel_size: float, origin) -> np.ndarray:
+    key = (tuple(int(v) for v in shape), tuple(float(v) for v in lower), float(voxel_size),
+           tuple(float(v) for v in origin))
+    d2 = _GRID_D2.get(key)
+    if d2 is None:
+        t = _grid_table(shape, lower, voxel_size)
+        o = np.asarray(origin, np.float32)
+        d2 = (t["x"] - o[0]) ** 2 + (t["y"] - o[1]) ** 2 + (t["z"] - o[2]) ** 2
+        d2.flags.writeable = False
+        if len(_GRID_D2) >= 4:
+            _GRID_D2.clear()
+        _GRID_D2[key] = d2
+    return d2
+
+
+def occupancy_cloud_points(labels: np.ndarray, confidence: np.ndarray | None, lower, voxel_size: float) -> np.ndarray:
+    """Occupied voxels -> the ``OCC_POINT_DTYPE`` points of ``~/occupancy`` (x, y, z, confidence,
+    label), in C order over (i, j, k): the same points as :func:`occupied_points`, gathered from
+    the grid's cached centre table."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ConversionError(f"labels must be [X, Y, Z], got {labels.shape}")
+    flat_labels = labels.reshape(-1)
+    flat = np.flatnonzero(flat_labels != FREE_LABEL)
+    pts = _grid_table(labels.shape, lower, voxel_size).take(flat)
+    pts["label"] = flat_labels[flat]
+    pts["confidence"] = 1.0 if confidence is None else np.asarray(confidence, np.float32).reshape(-1)[flat]
+    return pts
+
+
+def _cloud_msg(m: int, header):
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = 1, m
+    msg.fields = [
+        PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+        PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+        PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+        PointField(name="confidence", offset=12, datatype=PointField.FLOAT32, count=1),
+        PointField(name="label", offset=16, datatype=PointField.UINT16, count=1),
+    ]
+    msg.is_bigendian = False
+    msg.point_step = OCC_POINT_DTYPE.itemsize
+    msg.row_step = msg.point_step * m
+    msg.is_dense = True
+    return msg
+
+
+def serialize_occupancy_cloud(labels: np.ndarray, confidence: np.ndarray | None, lower, voxel_size: float,
+                              header) -> bytes:
+    """The CDR bytes of the ``~/occupancy`` PointCloud2 of a label grid: equal to serializing
+    ``make_occupancy_cloud(*occupied_points(labels, confidence, lower, voxel_size), header)``."""
+    pts = occupancy_cloud_points(labels, confidence, lower, voxel_size)
+    return serialize_with_data(_cloud_msg(len(pts), header), pts.view(np.uint8))
+
+
 def occupied_points(labels: np.ndarray, confidence: np.ndarray | None, lower, voxel_size: float):
     """Occupied voxels of a ``[X, Y, Z]`` label grid -> (xyz ``[M, 3]`` centres, labels ``[M]``, conf ``[M]``).
 
@@ -377,20 +534,7 @@ def make_occupancy_cloud(xyz: np.ndarray, labels: np.ndarray, confidence: np.nda
     pts["x"], pts["y"], pts["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     pts["confidence"] = confidence
     pts["label"] = labels
-    msg = PointCloud2()
-    msg.header = header
-    msg.height, msg.width = 1, m
-    msg.fields = [
-        PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
-        PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
-        PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
-        PointField(name="confidence", offset=12, datatype=PointField.FLOAT32, count=1),
-        PointField(name="label", offset=16, datatype=PointField.UINT16, count=1),
-    ]
-    msg.is_bigendian = False
-    msg.point_step = OCC_POINT_DTYPE.itemsize
-    msg.row_step = msg.point_step * m
-    msg.is_dense = True
+    msg = _cloud_msg(m, header)
     msg.data = uint8_field(pts.view(np.uint8))
     return msg
 
@@ -425,19 +569,25 @@ def surface_mask(occupied: np.ndarray) -> np.ndarray:
 
     Voxels outside the grid count as unknown (not free): a solid block cut by the grid's box
     shows the faces inside the box only. For a solid cube of side n this keeps n^3 - (n-2)^3.
+    Computed on the grid padded by one occupied voxel, as one flat array: each neighbour is a
+    fixed offset (1, Z+2, (Y+2)(Z+2)), so every step is one contiguous pass.
     """
     occ = np.asarray(occupied, dtype=bool)
     if occ.ndim != 3:
         raise ConversionError(f"occupied must be [X, Y, Z], got {occ.shape}")
-    free = ~occ
-    near_free = np.zeros_like(occ)
-    for axis in range(3):
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-        near_free[tuple(lo)] |= free[tuple(hi)]  # neighbour at +1 is free
-        near_free[tuple(hi)] |= free[tuple(lo)]  # neighbour at -1 is free
-    return occ & near_free
+    X, Y, Z = occ.shape
+    pad = np.ones((X + 2, Y + 2, Z + 2), bool)
+    pad[1:-1, 1:-1, 1:-1] = occ
+    flat = pad.reshape(-1)
+    sz, sy = Z + 2, (Y + 2) * (Z + 2)
+    n = flat.size
+    lo, hi = sy, n - sy  # every voxel of the unpadded grid lies in [lo, hi)
+    enclosed = flat[lo + 1:hi + 1] & flat[lo - 1:hi - 1]
+    for off in (sz, -sz, sy, -sy):
+        enclosed &= flat[lo + off:hi + off]
+    out = np.zeros(n, bool)
+    np.greater(flat[lo:hi], enclosed, out=out[lo:hi])  # occupied and not enclosed
+    return out.reshape(X + 2, Y + 2, Z + 2)[1:-1, 1:-1, 1:-1]
 
 
 def marker_voxels(labels: np.ndarray, lower, voxel_size: float, max_range: float = 0.0, max_count: int = 0,
@@ -457,14 +607,15 @@ def marker_voxels(labels: np.ndarray, lower, voxel_size: float, max_range: float
     occ = labels != FREE_LABEL
     keep = surface_mask(occ) if surface_only else occ
     flat = np.flatnonzero(keep)
-    xyz = voxel_centres(flat, labels.shape, lower, voxel_size)
     if max_range > 0 or (max_count and len(flat) > max_count):
-        d = xyz - np.asarray(origin, np.float32)
-        d2 = d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]  # (a reduction over an axis of 3 is slow)
+        d2 = _grid_d2(labels.shape, lower, voxel_size, origin).take(flat)
         sel = np.arange(len(flat)) if max_range <= 0 else np.flatnonzero(d2 <= np.float32(max_range) ** 2)
         if max_count and len(sel) > max_count:
             sel = np.sort(sel[np.argpartition(d2[sel], max_count - 1)[:max_count]])
-        flat, xyz = flat[sel], xyz[sel]
+        flat = flat[sel]
+    t = _grid_table(labels.shape, lower, voxel_size).take(flat)
+    xyz = np.empty((len(flat), 3), np.float32)
+    xyz[:, 0], xyz[:, 1], xyz[:, 2] = t["x"], t["y"], t["z"]
     return xyz, labels.reshape(-1)[flat]
 
 
@@ -506,7 +657,16 @@ def make_occupancy_markers(xyz: np.ndarray, labels: np.ndarray, voxel_size: floa
     return out
 
 
-_MARKER_LAYOUTS: dict = {}  # (frame_id, ns_prefix, classes) -> count offset of each class's points in the template
+_MARKER_LAYOUTS: dict = {}  # (frame_id, ns_prefix, classes, voxel_size, alpha) -> _MarkerTemplate
+_STAMP_SENTINEL = (1511506142, 987654321)  # (sec, nanosec) of the template's headers
+
+
+@dataclass
+class _MarkerTemplate:
+    raw: bytes  # CDR of the MarkerArray with one sentinel cube per class and the sentinel stamp
+    stamps: list  # offsets of every header stamp (8 bytes: int32 sec, uint32 nanosec)
+    points: list  # offsets of every class's sentinel cube (24 bytes)
+    gaps: list  # per class: the point count sits this many bytes before its first double (4 or 8)
 
 
 def serialize_occupancy_markers(xyz: np.ndarray, labels: np.ndarray, voxel_size: float, header,
@@ -514,32 +674,72 @@ def serialize_occupancy_markers(xyz: np.ndarray, labels: np.ndarray, voxel_size:
     """The CDR bytes of ``make_occupancy_markers(...)``, without one Python object per cube.
 
     A publisher sends them as they are (``publisher.publish(bytes)``); a subscriber receives the
-    same MarkerArray. rclpy serializes the message with one sentinel cube per class; each
-    sentinel (the count 1, alignment padding, three float64) is replaced by the class's count,
-    the same padding and its ``[M, 3]`` float64 block. Every later field stays where CDR puts it:
-    a point sequence starts 8-aligned and is a multiple of 8 bytes long for any count >= 1
-    (classes without cubes are not in the message). Where the count sits (4 or 8 bytes before the
-    doubles: padding bytes are not zeroed by the serializer) is found once per frame_id, prefix
-    and class set by a round trip through deserialize_message, and kept.
+    same MarkerArray. A template is serialized by rclpy once per frame_id, prefix, class set,
+    voxel size and alpha, with one sentinel cube per class and a sentinel stamp, and kept; per
+    call the stamp of every header is written in, and each sentinel cube (the count 1, alignment
+    padding, three float64) is replaced by the class's count, the same padding and its
+    ``[M, 3]`` float64 block. Every later field stays where CDR puts it: a point sequence starts
+    8-aligned and is a multiple of 8 bytes long for any count >= 1 (classes without cubes are not
+    in the message). Where the count sits (4 or 8 bytes before the doubles: padding bytes are not
+    zeroed by the serializer) is found for the template by a round trip through deserialize_message.
     """
-    from rclpy.serialization import deserialize_message, serialize_message
-    from visualization_msgs.msg import MarkerArray
+    import struct
 
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     labels = np.asarray(labels)
     classes = tuple(int(c) for c in np.unique(labels) if int(c) != FREE_LABEL)
-    sentinels = np.array([[1.2345678901e300, -9.87654321e299, c + 0.5] for c in classes], "<f8").reshape(-1, 3)
+    key = (header.frame_id, ns_prefix, classes, float(voxel_size), float(alpha))
+    tpl = _MARKER_LAYOUTS.get(key)
+    if tpl is None:
+        tpl = _marker_template(header.frame_id, classes, voxel_size, ns_prefix, alpha)
+        if len(_MARKER_LAYOUTS) > 256:
+            _MARKER_LAYOUTS.clear()
+        _MARKER_LAYOUTS[key] = tpl
+    if tpl is False:  # a layout this does not handle
+        from rclpy.serialization import serialize_message
 
-    def fallback():
         return serialize_message(make_occupancy_markers(xyz, labels, voxel_size, header, ns_prefix, alpha))
+    stamp = struct.pack("<iI", int(header.stamp.sec), int(header.stamp.nanosec))
+    edits = [(pos, pos + 8, stamp) for pos in tpl.stamps]
+    for pos, gap, c in zip(tpl.points, tpl.gaps, classes):
+        pts = np.ascontiguousarray(xyz[labels == c], dtype="<f8")
+        at = pos - gap
+        edits.append((at, pos + 24, struct.pack("<I", len(pts)) + tpl.raw[at + 4:pos] + pts.tobytes()))
+    edits.sort(key=lambda e: e[0])
+    pieces, prev = [], 0
+    for start, end, rep in edits:
+        pieces += [tpl.raw[prev:start], rep]
+        prev = end
+    pieces.append(tpl.raw[prev:])
+    return b"".join(pieces)
 
+
+def _marker_template(frame_id: str, classes: tuple, voxel_size: float, ns_prefix: str, alpha: float):
+    """The _MarkerTemplate of serialize_occupancy_markers, or False when the bytes do not have the
+    expected layout (then every call serializes the full message)."""
+    import struct
+
+    from builtin_interfaces.msg import Time
+    from rclpy.serialization import deserialize_message, serialize_message
+    from std_msgs.msg import Header
+    from visualization_msgs.msg import MarkerArray
+
+    header = Header(frame_id=frame_id, stamp=Time(sec=_STAMP_SENTINEL[0], nanosec=_STAMP_SENTINEL[1]))
+    sentinels = np.array([[1.2345678901e300, -9.87654321e299, c + 0.5] for c in classes], "<f8").reshape(-1, 3)
     raw = serialize_message(make_occupancy_markers(sentinels, np.array(classes, np.int64), voxel_size, header,
                                                    ns_prefix, alpha))
+    stamp = struct.pack("<iI", *_STAMP_SENTINEL)
+    stamps, pos = [], raw.find(stamp)
+    while pos >= 0:
+        stamps.append(pos)
+        pos = raw.find(stamp, pos + 1)
+    if len(stamps) != 1 + len(classes):  # DELETEALL + one CUBE_LIST per class
+        return False
     where = []
     for sent in sentinels:
         pos = raw.find(sent.tobytes(), where[-1] + 24 if where else 0)
         if pos < 0 or (pos - 4) % 8:
-            return fallback()
+            return False
         where.append(pos)
 
     def splice(count_gap, blocks):
@@ -551,31 +751,25 @@ def serialize_occupancy_markers(xyz: np.ndarray, labels: np.ndarray, voxel_size:
         pieces.append(raw[prev:])
         return b"".join(pieces)
 
-    key = (header.frame_id, ns_prefix, classes)
-    gaps = _MARKER_LAYOUTS.get(key)
-    if gaps is None:  # find the count of every class: 4 bytes before its doubles, or 8 (4 of padding)
-        gaps = []
-        for k in range(len(classes)):
-            for gap in (4, 8):
-                trial = [4] * len(classes)  # the others untouched (their count and sentinel are copied)
-                trial[k] = gap
-                probe = [s[None] for s in sentinels]
-                probe[k] = np.repeat(sentinels[k][None], 2, 0)
-                try:
-                    back = deserialize_message(splice(trial, probe), MarkerArray)
-                    ok = len(back.markers[k + 1].points) == 2 and all(len(m.points) == 1 for i, m in enumerate(
-                        back.markers[1:]) if i != k) and back.markers[-1].ns == f"{ns_prefix}/{_class_name(classes[-1])}"
-                except Exception:  # a wrong guess reads garbage
-                    ok = False
-                if ok:
-                    gaps.append(gap)
-                    break
-            else:
-                return fallback()
-        if len(_MARKER_LAYOUTS) > 256:
-            _MARKER_LAYOUTS.clear()
-        _MARKER_LAYOUTS[key] = gaps
-    return splice(gaps, [np.ascontiguousarray(xyz[labels == c], dtype="<f8") for c in classes])
+    gaps = []  # find the count of every class: 4 bytes before its doubles, or 8 (4 of padding)
+    for k in range(len(classes)):
+        for gap in (4, 8):
+            trial = [4] * len(classes)  # the others untouched (their count and sentinel are copied)
+            trial[k] = gap
+            probe = [s[None] for s in sentinels]
+            probe[k] = np.repeat(sentinels[k][None], 2, 0)
+            try:
+                back = deserialize_message(splice(trial, probe), MarkerArray)
+                ok = len(back.markers[k + 1].points) == 2 and all(len(m.points) == 1 for i, m in enumerate(
+                    back.markers[1:]) if i != k) and back.markers[-1].ns == f"{ns_prefix}/{_class_name(classes[-1])}"
+            except Exception:  # a wrong guess reads garbage
+                ok = False
+            if ok:
+                gaps.append(gap)
+                break
+        else:
+            return False
+    return _MarkerTemplate(raw, stamps, where, gaps)
 
 
 def _class_name(cls: int) -> str:

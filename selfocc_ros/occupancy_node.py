@@ -16,13 +16,16 @@ Publishes, stamped with the input image stamp:
 
 Structure (lifecycle-style): ``configure()`` reads parameters and loads the model (a missing or
 mismatched checkpoint ends start-up with a message naming the file), ``activate()`` creates the
-subscriptions and the inference worker, ``deactivate()`` / ``cleanup()`` undo them. The executor
-thread only queues synchronized sets; decoding (views of the message buffers), TF lookups (which
-may wait ``tf_timeout``), one uint8 downscale to the network input and inference run on the
-inference worker, always on the newest set (older ones are dropped); messages are built from
-contiguous arrays and sent on a second worker, so the next inference starts at once. Only
-outputs with subscribers are built (depth is not even rendered without a depth subscriber, and
-a set nobody listens to is not inferred).
+subscriptions and the inference worker, ``deactivate()`` / ``cleanup()`` undo them. Each image is
+decoded (a view of the message buffer) and downscaled once, in uint8, to the network input in its
+subscription callback as it arrives (PreparedImage): the synchroniser then queues small tensors
+and the message is released at once. The executor thread only does that and queues synchronized
+sets; TF lookups (which may wait ``tf_timeout``) and inference run on the inference worker,
+always on the newest set (older ones are dropped; image subscriptions keep ``qos.depth`` = 1
+message, so an executor that falls behind also gets each camera's newest image). Messages are
+built as CDR bytes from contiguous arrays and sent on a second worker, so the next inference
+starts at once. Only outputs with subscribers are built (depth is not even rendered without a
+depth subscriber, and a set nobody listens to is neither converted nor inferred).
 
 Large images over Fast DDS on one machine: FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_images.xml
 in *every* process of the graph (publishers, this node, RViz); see config/occ.yaml and
@@ -64,12 +67,14 @@ from selfocc_ros.node_logic import (
     InputError,
     LatestWorker,
     NodeStats,
+    PreparedImage,
     WarnThrottle,
     assemble_frame,
     check_predictor_cameras,
     compare_rig,
     default_device,
     load_predictor,
+    prepare_image,
 )
 
 def _grid_msg_type():
@@ -94,6 +99,7 @@ class OccupancyNode(Node):
         self._publisher: Optional[LatestWorker] = None  # builds + sends messages off the inference thread
         self._last_markers = -float("inf")  # monotonic time of the last marker message
         self.published_counts = collections.Counter()  # messages sent per output (cloud, markers, grid, depth)
+        self.images_converted = 0  # images decoded + downscaled on arrival (none while nobody subscribes)
         self._infos: dict[str, CameraInfo] = {}
         self._infos_lock = threading.Lock()
         self._diag_timer = None
@@ -153,7 +159,8 @@ class OccupancyNode(Node):
         d("publish.depth_width", 0, "width of ~/depth/<camera> [px] (0: the network input's, or from depth_height)")
         d("publish.depth_height", 0, "height of ~/depth/<camera> [px] (0: the network input's, or from depth_width)")
         d("qos.sensor_data", True, "inputs use the sensor-data QoS (best effort, depth 5); false: reliable")
-        d("qos.depth", 5, "history depth of image/camera_info subscriptions")
+        d("qos.depth", 1, "history depth of image/camera_info subscriptions (1: an executor that falls behind "
+          "gets each camera's newest image, never a backlog of older ones)")
         d("camera_timeout", 1.0, "a camera silent for longer [s] is reported stale")
         d("tf_timeout", 0.1, "how long the worker waits for TF at an image stamp [s]")
         d("tf_cache_time", 10.0, "TF buffer length [s]")
@@ -304,7 +311,8 @@ class OccupancyNode(Node):
         ]
         self._sync = compat.make_synchronized_subscribers(
             self, [(img_type, c.image_topic) for c in self.cameras], qos,
-            int(self.p("sync.queue_size")), float(self.p("sync.slop")), self._on_synced, self._on_image)
+            int(self.p("sync.queue_size")), float(self.p("sync.slop")), self._on_synced, self._on_image,
+            transform=self._prepare)
         self._diag_timer = self.create_timer(float(self.p("diagnostics_period")), self._publish_diagnostics)
 
     def deactivate(self, worker_timeout: float = 5.0) -> bool:
@@ -346,6 +354,18 @@ class OccupancyNode(Node):
     def _on_image(self, index: int, msg) -> None:
         self.stats.on_image(self.cameras[index].name, time.monotonic())
 
+    def _prepare(self, index: int, msg) -> PreparedImage:
+        """Decode + downscale one image as it arrives (executor thread): its set then queues small
+        tensors, the message is released, and the inference worker starts from network inputs."""
+        if not self._wants_any():
+            item = PreparedImage(msg.header, None, (0, 0))  # nobody listens: not converted (nor inferred)
+        else:
+            item = prepare_image(msg, self.cameras[index].name, getattr(self.predictor, "input_size", None),
+                                 getattr(self.predictor, "device", "cpu"))
+            self.images_converted += 1
+        item.received_ns = self.get_clock().now().nanoseconds
+        return item
+
     def _on_synced(self, *msgs) -> None:
         dropped = self._worker.submit((msgs, time.monotonic()))
         self.stats.on_synced(time.monotonic(), dropped)
@@ -371,6 +391,11 @@ class OccupancyNode(Node):
         """Only enabled outputs (``switch``, a publish.* parameter) somebody subscribes to are built and published."""
         return pub is not None and bool(self.p(switch)) and pub.get_subscription_count() > 0
 
+    def _wants_any(self) -> bool:
+        return (any(self._wants(p, "publish.depth") for p in self.pub_depth.values())
+                or self._wants(self.pub_cloud, "publish.pointcloud") or self._wants(self.pub_markers, "publish.markers")
+                or self._wants(self.pub_grid, "publish.grid"))
+
     def _depth_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         """(H, W) of the depth images for frames of ``image_hw`` (the network input size)."""
         w, h = int(self.p("publish.depth_width")), int(self.p("publish.depth_height"))
@@ -393,6 +418,9 @@ class OccupancyNode(Node):
         if not (want_depth or self._wants(self.pub_cloud, "publish.pointcloud") or self._wants(
                 self.pub_markers, "publish.markers") or self._wants(self.pub_grid, "publish.grid")):
             self.stats.on_unwanted()  # no subscriber for any output: no inference either
+            return
+        if any(isinstance(m, PreparedImage) and m.image is None and m.error is None for m in msgs):
+            self.stats.on_unwanted()  # not converted on arrival (no subscriber then): skip this set
             return
         # CameraInfo travels on its own topic: on start-up it may trail the first images a little.
         deadline = time.monotonic() + float(self.p("tf_timeout"))
@@ -420,9 +448,12 @@ class OccupancyNode(Node):
         model_s = time.perf_counter() - t_model
         if self._closing:
             return  # deactivated while the model ran: publish nothing more
+        # prepare_s: decode + downscale in the subscription callbacks (overhead, off this thread)
+        received = [getattr(m, "received_ns", None) for m in msgs]
         timing = {"wait_s": wait_s, "decode_s": assembled.decode_s, "tf_s": assembled.tf_s,
-                  "resize_s": assembled.resize_s, "assemble_s": t_model - t_start, "model_s": model_s,
-                  "t_done": time.perf_counter()}
+                  "resize_s": assembled.resize_s, "prepare_s": assembled.prepared_s,
+                  "assemble_s": t_model - t_start, "model_s": model_s, "t_done": time.perf_counter(),
+                  "arrival_lag_s": (max(received) - assembled.stamp_ns) / 1e9 if None not in received else None}
         # messages are built and sent on their own thread: the next set's inference starts now
         if self._publisher.submit((pred, assembled, timing)):
             self.stats.on_result_dropped()  # the previous result was still waiting to be sent
@@ -466,7 +497,7 @@ class OccupancyNode(Node):
         stages = self.publish_prediction(pred, assembled)
         t_end = time.perf_counter()
         latency_s = (self.get_clock().now().nanoseconds - assembled.stamp_ns) / 1e9
-        overhead = timing["assemble_s"] + (t_end - t_pub)
+        overhead = timing["prepare_s"] + timing["assemble_s"] + (t_end - t_pub)
         self.stats.on_published(time.monotonic(), latency_s, timing["model_s"], overhead)
         self.timings.append({**timing, "publish_s": t_end - t_pub, "publish_stages_s": stages,
                              "publish_wait_s": t_pub - timing["t_done"],
@@ -492,8 +523,8 @@ class OccupancyNode(Node):
         confidence = _np(pred.confidence).astype(np.float32, copy=False) if getattr(pred, "confidence", None) is not None else None
         lap("arrays")
         if self._wants(self.pub_cloud, "publish.pointcloud"):
-            xyz, lab, conf = conv.occupied_points(labels, confidence, grid.lower, grid.voxel_size)
-            self.pub_cloud.publish(conv.make_occupancy_cloud(xyz, lab, conf, header))
+            # CDR bytes from the arrays (points gathered from the grid's cached centre table)
+            self.pub_cloud.publish(conv.serialize_occupancy_cloud(labels, confidence, grid.lower, grid.voxel_size, header))
             self.published_counts["cloud"] += 1
             lap("cloud")
         if self._wants(self.pub_markers, "publish.markers") and \
@@ -519,7 +550,7 @@ class OccupancyNode(Node):
             for i, cam in enumerate(self.cameras):
                 pub = self.pub_depth[cam.name]
                 if self._wants(pub, "publish.depth"):
-                    pub.publish(conv.depth_to_image(depth[i], assembled.headers[i]))
+                    pub.publish(conv.serialize_depth(depth[i], assembled.headers[i]))
                     self.published_counts["depth"] += 1
             lap("depth")
         return stages
@@ -559,6 +590,22 @@ def _np(x):
     return np.asarray(x)
 
 
+EXECUTORS = ("single", "multi")
+
+
+def make_executor(kind: str = "single", context=None):
+    """The executor that spins the node: ``single`` (rclpy SingleThreadedExecutor, what main()
+    uses) or ``multi`` (MultiThreadedExecutor, 2 threads; measured with the benchmark: its
+    Python spin loop polls while callbacks run and takes CPU and GIL time from the inference
+    thread, so it is kept only for comparison). rclpy.experimental.EventsExecutor stalled the
+    benchmark's 12 Hz phase here (rclpy 9.1.2) and is not offered."""
+    if kind == "single":
+        return rclpy.executors.SingleThreadedExecutor(context=context)
+    if kind == "multi":
+        return rclpy.executors.MultiThreadedExecutor(num_threads=2, context=context)
+    raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
+
+
 def main(args=None, exit_process: bool = True) -> int:
     """Entry point: configure (load the model), activate, spin until SIGINT/SIGTERM; exit status 0.
 
@@ -579,7 +626,7 @@ def main(args=None, exit_process: bool = True) -> int:
             node.destroy_node()
             return 1
         node.activate()
-        executor = rclpy.executors.SingleThreadedExecutor()
+        executor = make_executor("single")
         executor.add_node(node)
         stop.mark_ready()
         while not stop.requested() and init.context.ok():

@@ -80,14 +80,19 @@ class StandInPredictor:
     node plumbing be tested exactly without a trained model. Not a model of anything.
     """
 
-    def __init__(self, grid: VoxelGridSpec = VoxelGridSpec(-8.0, 8.0, -8.0, 8.0, -1.0, 1.4, 0.4), delay_s: float = 0.0):
+    def __init__(self, grid: VoxelGridSpec = VoxelGridSpec(-8.0, 8.0, -8.0, 8.0, -1.0, 1.4, 0.4), delay_s: float = 0.0,
+                 input_size: Optional[tuple[int, int]] = None):
         self.grid = grid
         self.delay_s = delay_s
+        if input_size is not None:  # the node downscales images to it, as for a model's network input
+            self.input_size = tuple(input_size)
         self.calls: list[dict] = []  # the keyword arguments of every predict call
+        self.last_frame = None
 
     def predict(self, frame, with_depth: bool = True, depth_size=None) -> StandInPrediction:
         """``with_depth`` / ``depth_size`` as OccupancyPredictor.predict (bilinear resample of the depth)."""
         self.calls.append({"with_depth": with_depth, "depth_size": depth_size})
+        self.last_frame = frame
         if self.delay_s:
             time.sleep(self.delay_s)
         centres = self.grid.centers(dtype=torch.float64)  # [X, Y, Z, 3] ego

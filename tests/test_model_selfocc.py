@@ -185,3 +185,27 @@ def test_traced_network_generalises_to_other_calibrations():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(Net(), (f.images, f.K, f.T_ego_cam), check_trace=False)
         torch.testing.assert_close(traced(f.images, K2, T2), Net()(f.images, K2, T2))
+
+
+def test_network_input_size_decouples_the_backbone_from_the_loss_images():
+    """model.input_height/width: the backbone sees resized images, K and the image size stay the
+    full frame's (normalised lifter coordinates are size-independent), so the field equals the
+    one computed from images resized beforehand with K scaled to them."""
+    from dataclasses import replace
+
+    from selfocc_core.data.images import resize_image
+
+    torch.manual_seed(0)
+    small = SelfOccModel(tiny_config()).eval()
+    big = SelfOccModel(tiny_config(input_height=32, input_width=56)).eval()
+    big.load_state_dict(small.state_dict())
+    full = make_frame(N=2, H=128, W=224)
+    imgs, K = resize_image(full.images, full.K, 32, 56)  # what the predictor does
+    pre = replace(full, images=imgs, K=K)
+    with torch.no_grad():
+        a, b = big(full).sdf_volume(), small(pre).sdf_volume()
+        c = small(full).sdf_volume()  # the full images through the backbone: a different field
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, c, atol=1e-3)
+    with pytest.raises(ValueError, match="input_height and input_width"):
+        tiny_config(input_height=32)

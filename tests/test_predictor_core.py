@@ -235,3 +235,24 @@ def test_semantic_head_labels_and_confidence(tmp_path):
     p_state = torch.sigmoid((pred.sdf - p.grid.voxel_size / 4).abs() * s)
     assert torch.allclose(pred.confidence[pred.occupied], (p_state * probs.max(0).values)[pred.occupied], atol=1e-5)
     assert torch.allclose(pred.confidence[~pred.occupied], p_state[~pred.occupied], atol=1e-5)
+
+
+def test_network_input_size_sets_the_resize_and_the_depth_stride():
+    """A checkpoint trained with photometric losses on larger images than its network input
+    (model.input_height/width) is fed images at the network size, its depth rays keep the
+    training ray density on them, and it predicts what the full-size path predicts."""
+    cfg = _config(input_height=32, input_width=56, ray_stride=8)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_height=128, image_width=224))
+    torch.manual_seed(0)
+    model = SelfOccModel(cfg.model)
+    p = OccupancyPredictor(model, cfg, device="cpu")
+    assert p.input_size == (32, 56)
+    assert p.depth_stride == 2  # 8 px of the 224-wide loss images = 2 px of the 56-wide input
+    frame = make_frame()
+    out = p.predict(frame)
+    full = OccupancyPredictor(model, dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, input_height=0, input_width=0), data=dataclasses.replace(cfg.data, image_height=32, image_width=56)),
+        device="cpu", depth_stride=2)
+    ref = full.predict(frame)
+    assert torch.allclose(torch.as_tensor(out.sdf), torch.as_tensor(ref.sdf), atol=1e-5)
+    assert torch.allclose(torch.as_tensor(out.depth), torch.as_tensor(ref.depth), atol=1e-4)

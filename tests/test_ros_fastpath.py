@@ -168,3 +168,142 @@ def test_serialized_markers_deserialize_to_the_built_message(n_classes, seed):
         back = deserialize_message(raw, MarkerArray)
         assert back == deserialize_message(serialize_message(msg), MarkerArray)  # (colours are float32 on the wire)
         assert sum(len(m.points) for m in back.markers) == n
+
+
+# ----------------------------------------------------------------------------- bytes the node publishes (issue 13)
+
+
+def _deser(raw, kind):
+    from rclpy.serialization import deserialize_message
+
+    return deserialize_message(raw, kind)
+
+
+@pytest.mark.parametrize("shape,frac", [((4, 3, 2), 0.0), ((4, 3, 2), 0.4), ((64, 64, 8), 0.1), ((3, 5, 7), 1.0)])
+def test_serialized_cloud_deserializes_to_the_built_message(shape, frac):
+    from builtin_interfaces.msg import Time
+    from sensor_msgs.msg import PointCloud2
+
+    rng = np.random.default_rng(3)
+    labels = np.where(rng.random(shape) < frac, rng.integers(0, 16, shape), FREE_LABEL).astype(np.uint8)
+    conf = rng.random(shape).astype(np.float32)
+    header = Header(frame_id="base_link", stamp=Time(sec=12, nanosec=34))
+    for c in (conf, None):
+        built = conv.make_occupancy_cloud(*conv.occupied_points(labels, c, (-1.0, -2.0, -0.5), 0.4), header)
+        raw = conv.serialize_occupancy_cloud(labels, c, (-1.0, -2.0, -0.5), 0.4, header)
+        assert _deser(raw, PointCloud2) == built
+        pts = conv.pointcloud2_to_array(_deser(raw, PointCloud2))
+        assert len(pts) == int((labels != FREE_LABEL).sum())
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (5, 7), (64, 112)])
+def test_serialized_images_deserialize_to_the_built_messages(hw):
+    from builtin_interfaces.msg import Time
+
+    rng = np.random.default_rng(4)
+    header = Header(frame_id="cam_front_optical_frame", stamp=Time(sec=1, nanosec=2))
+    depth = (rng.random(hw) * 50).astype(np.float32)
+    assert _deser(conv.serialize_depth(depth, header), Image) == conv.depth_to_image(depth, header)
+    rgb = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+    assert _deser(conv.serialize_image(rgb, "rgb8", header), Image) == conv.numpy_to_image(rgb, "rgb8", header)
+    assert np.array_equal(conv.image_to_depth(_deser(conv.serialize_depth(depth, header), Image)), depth)
+
+
+def _surface_reference(occ):
+    """Per voxel: occupied with a free 6-neighbour inside the grid."""
+    X, Y, Z = occ.shape
+    out = np.zeros_like(occ)
+    for i, j, k in zip(*np.nonzero(occ)):
+        for d in ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)):
+            a, b, c = i + d[0], j + d[1], k + d[2]
+            if 0 <= a < X and 0 <= b < Y and 0 <= c < Z and not occ[a, b, c]:
+                out[i, j, k] = True
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 4, 1), (2, 3, 4), (7, 5, 6)])
+def test_surface_mask_equals_the_per_voxel_rule(shape):
+    rng = np.random.default_rng(5)
+    for p in (0.2, 0.6, 0.95):
+        occ = rng.random(shape) < p
+        np.testing.assert_array_equal(conv.surface_mask(occ), _surface_reference(occ))
+
+
+def test_marker_template_is_reused_with_each_calls_stamp():
+    from builtin_interfaces.msg import Time
+    from visualization_msgs.msg import MarkerArray
+
+    rng = np.random.default_rng(6)
+    conv._MARKER_LAYOUTS.clear()
+    for sec, n in ((5, 10), (6, 3), (2_000_000_000, 41)):  # same classes, frame, size: one template
+        xyz = rng.normal(size=(n, 3)).astype(np.float32)
+        labels = np.array([4, 11] * n, np.uint8)[:n]
+        header = Header(frame_id="base_link", stamp=Time(sec=sec, nanosec=sec % 1000))
+        back = _deser(conv.serialize_occupancy_markers(xyz, labels, 0.4, header), MarkerArray)
+        built = conv.make_occupancy_markers(xyz, labels, 0.4, header)
+        assert back == _deser(__import__("rclpy.serialization").serialization.serialize_message(built), MarkerArray)
+        assert all(m.header.stamp == header.stamp for m in back.markers)
+    assert len(conv._MARKER_LAYOUTS) == 1
+
+
+def test_marker_voxels_and_cloud_points_use_the_grids_centres():
+    rng = np.random.default_rng(7)
+    labels = np.where(rng.random((20, 16, 6)) < 0.3, 4, FREE_LABEL).astype(np.uint8)
+    xyz, lab = conv.marker_voxels(labels, (-4.0, -3.2, -1.0), 0.4, 2.5, 30)
+    flat = np.flatnonzero(conv.surface_mask(labels != FREE_LABEL))
+    ref = conv.voxel_centres(flat, labels.shape, (-4.0, -3.2, -1.0), 0.4)
+    d = np.linalg.norm(ref.astype(np.float64), axis=1)
+    keep = np.sort(np.argsort(np.where(d <= 2.5, d, np.inf), kind="stable")[:min(30, int((d <= 2.5).sum()))])
+    np.testing.assert_allclose(xyz, ref[keep], atol=1e-6)
+    assert len(xyz) == 30 and (lab == 4).all()
+    pts = conv.occupancy_cloud_points(labels, None, (-4.0, -3.2, -1.0), 0.4)
+    want, _, _ = conv.occupied_points(labels, None, (-4.0, -3.2, -1.0), 0.4)
+    np.testing.assert_array_equal(np.stack([pts["x"], pts["y"], pts["z"]], 1), want)
+
+
+# ----------------------------------------------------------------------------- images prepared on arrival
+
+
+@pytest.mark.parametrize("enc", ["rgb8", "bgr8"])
+def test_prepared_images_assemble_to_the_same_frame_as_messages(enc):
+    from builtin_interfaces.msg import Time
+
+    from selfocc_ros.node_logic import CameraConfig, InputError, PreparedImage, assemble_frame, prepare_image
+
+    rng = np.random.default_rng(8)
+    cams = [CameraConfig(n, f"/{n}/image_raw", f"/{n}/camera_info") for n in ("A", "B")]
+    K = np.array([[120.0, 0, 79.5], [0, 118.0, 44.5], [0, 0, 1]])
+    msgs, infos = [], []
+    for k, c in enumerate(cams):
+        hdr = Header(frame_id=f"{c.name.lower()}_optical_frame", stamp=Time(sec=3, nanosec=k))
+        rgb = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+        msgs.append(conv.numpy_to_image(rgb[..., ::-1] if enc == "bgr8" else rgb, enc, hdr))
+        infos.append(conv.make_camera_info(K, 90, 160, hdr))
+    eye = lambda t, s, ns: np.eye(4)  # noqa: E731
+    prepared = [prepare_image(m, c.name, (24, 40)) for m, c in zip(msgs, cams)]
+    assert all(isinstance(p, PreparedImage) and p.image.shape == (3, 24, 40) and p.image.dtype == torch.uint8
+               and p.full_hw == (90, 160) for p in prepared)
+    assert not any(np.shares_memory(p.image.numpy(), np.frombuffer(m.data, np.uint8)) for p, m in zip(prepared, msgs))
+    a = assemble_frame(prepared, infos, cams, eye, "base_link", "odom", network_size=(24, 40))
+    b = assemble_frame(msgs, infos, cams, eye, "base_link", "odom", network_size=(24, 40))
+    assert torch.equal(a.frame.images, b.frame.images) and torch.equal(a.frame.K, b.frame.K)
+    assert a.stamp_ns == b.stamp_ns == 3_000_000_000 and a.prepared_s > 0 and b.prepared_s == 0
+    x, Kx = images_to_network_input([conv.image_to_rgb(m) for m in msgs], [False, False], np.stack([K, K]), (24, 40))
+    assert torch.equal(a.frame.images, x) and torch.equal(a.frame.K, Kx)
+    msgs[1].encoding = "yuv422"  # a bad image travels as an error and fails its set with the camera named
+    bad = prepare_image(msgs[1], "B", (24, 40))
+    assert bad.image is None and bad.error.kind == "image"
+    with pytest.raises(InputError) as e:
+        assemble_frame([prepared[0], bad], infos, cams, eye, "base_link", "odom", network_size=(24, 40))
+    assert e.value.kind == "image" and e.value.camera == "B"
+
+
+def test_network_images_equal_torchs_float_division():
+    from selfocc_ros.node_logic import network_images
+
+    g = torch.Generator().manual_seed(9)
+    xs = [torch.randint(0, 256, (1, 6, 10, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2)[0] for _ in range(3)]
+    xs.append(torch.randint(0, 256, (3, 6, 10), dtype=torch.uint8, generator=g))  # contiguous and channels-last views
+    out = network_images(xs)
+    assert out.shape == (4, 3, 6, 10) and out.dtype == torch.float32 and out.is_contiguous()
+    assert torch.equal(out, torch.stack(xs).float() / 255.0)

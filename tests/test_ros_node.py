@@ -203,7 +203,9 @@ def test_silent_camera_goes_stale_in_diagnostics(graph_factory):
 
 def test_worker_drops_old_sets_and_never_blocks_executor(graph_factory):
     slow = StandInPredictor(delay_s=1.5)
-    g = graph_factory(predictor=slow, num_frames=NUM_FRAMES)
+    # qos.depth 5: every set reaches the synchroniser, so the drop-old here is the worker's
+    # (the default depth 1 drops at the reader already: test_ros_realtime)
+    g = graph_factory(predictor=slow, num_frames=NUM_FRAMES, params={"qos.depth": 5})
     stamps = [g.play(i, wait_output=False) for i in range(5)]  # 5 sets within ~0.3 s
     # The executor keeps running callbacks while the model works: diagnostics (every 0.2 s) keep
     # arriving before the newest set can have been published (>= 2 predictions of 1.5 s each).

@@ -110,7 +110,8 @@ class OccupancyPredictor:
                 no longer bound by kernel launches; on CPU it is plain "compile"). With
                 dtype=torch.bfloat16 the network runs under bf16 autocast in every mode.
             depth_stride: pixels per rendered depth ray on the network input (default: the
-                model's ray_stride); num_depth_samples: NeuS samples per ray (default: model's).
+                model's ray_stride, scaled to the network input when training used larger
+                loss images than the network, ``model.input_width``); num_depth_samples: NeuS samples per ray (default: model's).
             ray_chunk: rays rendered at once (bounds memory).
         """
         if dtype not in (torch.float32, torch.bfloat16):
@@ -124,6 +125,9 @@ class OccupancyPredictor:
         self.config = config
         self.dtype = dtype
         self.optimize = optimize or None
+        if depth_stride is None and config.model.input_width:
+            # the training ray stride counts pixels of the (larger) loss images
+            depth_stride = max(1, round(config.model.ray_stride * config.model.input_width / config.data.image_width))
         self.depth_stride = int(depth_stride or config.model.ray_stride)
         self.num_depth_samples = num_depth_samples
         self.ray_chunk = int(ray_chunk)
@@ -174,7 +178,12 @@ class OccupancyPredictor:
 
     @property
     def input_size(self) -> tuple[int, int]:
-        """(H, W) of the network input."""
+        """(H, W) the camera images are resized to: the network input (``model.input_height/width``,
+        else the training images' size). Training may compute its photometric losses on larger
+        images than the network sees; inference needs only the network's size."""
+        m = self.config.model
+        if m.input_height:
+            return m.input_height, m.input_width
         return self.config.data.image_height, self.config.data.image_width
 
     @property

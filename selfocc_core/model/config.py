@@ -87,6 +87,13 @@ class ModelConfig:
     """Ray grid stride in pixels (one ray per stride x stride cell)."""
     min_near: float = 0.1
     """Minimum ray start distance (m) from the camera centre."""
+    input_height: int = 0
+    """Network input height; 0 = the frame's image height. With a size set, the backbone sees the
+    images resized to ``input_height x input_width`` while the rays and the photometric losses use
+    the frame's full images: the loss's resolution, not the network's, limits how precisely a
+    photometric error locates a surface (training/README.md, "The photometric signal's bound")."""
+    input_width: int = 0
+    """Network input width; 0 = the frame's image width (set both or neither)."""
 
     def __post_init__(self):
         if self.embed_dim % self.num_heads:
@@ -100,6 +107,9 @@ class ModelConfig:
             raise ValueError(f"ModelConfig: num_classes must be >= 0, got {self.num_classes}")
         if self.min_near <= 0:
             raise ValueError(f"ModelConfig: min_near must be positive, got {self.min_near}")
+        if self.input_height < 0 or self.input_width < 0 or (self.input_height == 0) != (self.input_width == 0):
+            raise ValueError(f"ModelConfig: input_height and input_width must both be 0 (the frame's size) or both "
+                             f"positive, got {self.input_height}x{self.input_width}")
 
     @property
     def num_levels(self) -> int:

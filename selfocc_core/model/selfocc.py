@@ -15,6 +15,7 @@ import dataclasses
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfocc_core.data.sample import Frame
@@ -64,10 +65,19 @@ class SelfOccModel(nn.Module):
         return self.variance()
 
     def encode_images(self, frame: Frame) -> list[Tensor]:
-        """``frame.images [(B,) N, 3, H, W]`` in [0, 1] -> L levels ``[B*N, fpn_channels, H_l, W_l]``."""
+        """``frame.images [(B,) N, 3, H, W]`` in [0, 1] -> L levels ``[B*N, fpn_channels, H_l, W_l]``.
+
+        With ``cfg.input_height/width`` set the images are first resized to that size (bilinear,
+        antialiased); the lifter's normalised image coordinates ((u + 0.5) / W) are the same at
+        every size, so K and ``frame.image_size`` stay those of the full images.
+        """
         imgs = _batched(frame.images, 4)
         B, N, _, H, W = imgs.shape
-        x = (imgs.reshape(B * N, 3, H, W) - self.img_mean) / self.img_std
+        x = imgs.reshape(B * N, 3, H, W)
+        size = (self.cfg.input_height, self.cfg.input_width)
+        if size[0] and size != (H, W):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = (x - self.img_mean) / self.img_std
         return self.neck(self.backbone(x))
 
     def lift(self, features: Sequence[Tensor], frame: Frame) -> Planes:
