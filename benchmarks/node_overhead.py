@@ -34,6 +34,7 @@ import collections
 import json
 import multiprocessing as mp
 import os
+import resource
 import sys
 import tempfile
 import threading
@@ -284,6 +285,7 @@ def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: i
     return {
         "sets_sent": len(robot["stamps"]), "published": len(tim), "sets_dropped": dropped,
         "results_dropped": results_dropped, "input_errors": errors,
+        "input_errors_by_kind": robot.get("input_errors_by_kind", {}),
         # sent but never a complete set at the node: images lost on the way (best-effort QoS)
         "sets_incomplete": len(robot["stamps"]) - len(tim) - dropped - errors,
         "input_rate_hz": round(robot["input_rate_hz"], 2),
@@ -294,6 +296,7 @@ def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: i
         "fixture_publish_ms": _stats(robot["publish_s"]),
         "fixture_process_cpu_ms_per_set": robot.get("process_cpu_ms_per_set"),
         "node_cpu_ms_per_set_by_thread": robot.get("node_cpu_ms_per_set_by_thread"),
+        "node_page_faults_per_set": robot.get("node_page_faults_per_set"),
         # where the time from image stamp to published occupancy goes, per published set:
         # arrival_lag = stamp -> the set's last image in the node's callback (the fixture's own
         # publication + transport + executor), queue_wait = set complete -> worker starts (the
@@ -378,12 +381,14 @@ def main(argv=None) -> int:
     def run_phase(n, period):
         t0 = len(node.timings)
         d0, r0 = node.stats.sets_dropped, node.stats.results_dropped
-        e0 = sum(node.stats.errors.values())
-        cpu0 = thread_cpu()
+        e0, kinds0 = sum(node.stats.errors.values()), dict(node.stats.errors)
+        cpu0, faults0 = thread_cpu(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         here.send(("play", n, period))
         res = here.recv()
         time.sleep(0.2)
         res["node_cpu_ms_per_set_by_thread"] = cpu_delta(cpu0, thread_cpu(), n)
+        res["input_errors_by_kind"] = {k: v - kinds0.get(k, 0) for k, v in node.stats.errors.items() if v > kinds0.get(k, 0)}
+        res["node_page_faults_per_set"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / max(1, n), 1)
         tim = list(node.timings)[t0:]
         for j, t in enumerate(tim):
             t["stamp_ns"] = stamp_of.get(t0 + j)
@@ -415,9 +420,19 @@ def main(argv=None) -> int:
         print(f"[node_overhead] stress phase: {args.stress_frames} frames at {args.rate} Hz", flush=True)
         rss, stop = [], threading.Event()
 
+        queued = []  # what waits in the approximate-time synchroniser (unmatched images), per sample
+
+        def queue_now():
+            qs = getattr(getattr(node._sync, "sync", None), "queues", None) or []
+            items = [m for q in qs for m in list(q.values())]
+            nbytes = sum(int(m.image.nbytes) if getattr(m, "image", None) is not None else len(getattr(m, "data", b""))
+                         for m in items)
+            return len(items), round(nbytes / 2**20, 2)
+
         def sample():
             while not stop.wait(50.0 / args.rate):
                 rss.append((node.stats.sets_synced, round(_rss_mb(), 1)))
+                queued.append(queue_now())
 
         sampler = threading.Thread(target=sample, daemon=True)
         rss.append((node.stats.sets_synced, round(_rss_mb(), 1)))
@@ -428,6 +443,7 @@ def main(argv=None) -> int:
         rss.append((node.stats.sets_synced, round(_rss_mb(), 1)))
         warm = [m for n, m in rss if n - rss[0][0] >= 100]  # after 100 sets
         s["rss_mb_samples_every_50_sets"] = [m for _, m in rss]
+        s["sync_queued_images_and_mb_per_sample"] = queued
         s["rss_mb"] = {"start": rss[0][1], "after_100_sets": warm[0] if warm else None, "end": rss[-1][1],
                        "max_after_100_sets": max(warm) if warm else None,
                        "growth_after_100_sets": round(rss[-1][1] - warm[0], 1) if warm else None,
@@ -436,10 +452,12 @@ def main(argv=None) -> int:
                            [n for n, _ in rss if n - rss[0][0] >= 100], warm, 1)[0]) * 100, 2) if len(warm) > 2 else None}
         # a summary that fits the stress question, without the per-stage tables
         result["stress"] = {k: s[k] for k in ("sets_sent", "published", "sets_dropped", "results_dropped",
-                                              "input_errors", "sets_incomplete", "input_rate_hz", "latency_stamp_to_published_ms",
+                                              "input_errors", "input_errors_by_kind", "sets_incomplete", "input_rate_hz", "latency_stamp_to_published_ms",
                                               "latency_minus_fixture_publish_ms", "latency_minus_model_ms", "arrival_lag_ms", "queue_wait_ms",
                                               "fixture_publish_ms", "fixture_process_cpu_ms_per_set", "node_cpu_ms_per_set_by_thread",
-                                              "rss_mb", "rss_mb_samples_every_50_sets")}
+                                              "node_page_faults_per_set",
+                                              "rss_mb", "rss_mb_samples_every_50_sets",
+                                              "sync_queued_images_and_mb_per_sample")}
         result["stress"]["model_ms"] = s["per_frame_ms"]["model"]
         result["stress"]["node_overhead_ms"] = s["per_frame_ms"]["node_overhead_total"]
     result["setup"]["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -281,7 +281,8 @@ def test_prepared_images_assemble_to_the_same_frame_as_messages(enc):
         infos.append(conv.make_camera_info(K, 90, 160, hdr))
     eye = lambda t, s, ns: np.eye(4)  # noqa: E731
     prepared = [prepare_image(m, c.name, (24, 40)) for m, c in zip(msgs, cams)]
-    assert all(isinstance(p, PreparedImage) and p.image.shape == (3, 24, 40) and p.full_hw == (90, 160) for p in prepared)
+    assert all(isinstance(p, PreparedImage) and p.image.shape == (3, 24, 40) and p.image.dtype == torch.uint8
+               and p.full_hw == (90, 160) for p in prepared)
     assert not any(np.shares_memory(p.image.numpy(), np.frombuffer(m.data, np.uint8)) for p, m in zip(prepared, msgs))
     a = assemble_frame(prepared, infos, cams, eye, "base_link", "odom", network_size=(24, 40))
     b = assemble_frame(msgs, infos, cams, eye, "base_link", "odom", network_size=(24, 40))
@@ -295,3 +296,14 @@ def test_prepared_images_assemble_to_the_same_frame_as_messages(enc):
     with pytest.raises(InputError) as e:
         assemble_frame([prepared[0], bad], infos, cams, eye, "base_link", "odom", network_size=(24, 40))
     assert e.value.kind == "image" and e.value.camera == "B"
+
+
+def test_network_images_equal_torchs_float_division():
+    from selfocc_ros.node_logic import network_images
+
+    g = torch.Generator().manual_seed(9)
+    xs = [torch.randint(0, 256, (1, 6, 10, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2)[0] for _ in range(3)]
+    xs.append(torch.randint(0, 256, (3, 6, 10), dtype=torch.uint8, generator=g))  # contiguous and channels-last views
+    out = network_images(xs)
+    assert out.shape == (4, 3, 6, 10) and out.dtype == torch.float32 and out.is_contiguous()
+    assert torch.equal(out, torch.stack(xs).float() / 255.0)
