@@ -1,5 +1,6 @@
 """Experiment configs: presets load, typos are errors naming the key, overrides, schedule."""
 
+import dataclasses
 import math
 
 import pytest
@@ -15,7 +16,7 @@ from selfocc_core.training.config import (
 from selfocc_core.training.schedule import lr_factor
 
 
-@pytest.mark.parametrize("name", ["nuscenes_occ", "kitti_occ", "nuscenes_bev_occ", "tiny_synth"])
+@pytest.mark.parametrize("name", ["nuscenes_occ", "kitti_occ", "nuscenes_bev_occ", "tiny_synth", "tiny_synth_hires"])
 def test_presets_load_and_round_trip(name):
     cfg = load_experiment_config(name)
     assert isinstance(cfg, ExperimentConfig)
@@ -94,3 +95,14 @@ def test_cli_reports_bad_config_and_data(tmp_path, capsys):
     rc = main(["train", "--config", "tiny_synth", "--data", "synthetic:seeds=1,frames=4,colour=red",
                "--out", str(tmp_path / "r")])
     assert rc == 2 and "colour" in capsys.readouterr().err
+
+
+def test_tiny_synth_hires_is_tiny_synth_with_larger_loss_images():
+    """The same network (same weights shape and input size) as tiny_synth; only the images the
+    losses see, the ray stride on them and the background differ."""
+    a, b = load_experiment_config("tiny_synth"), load_experiment_config("tiny_synth_hires")
+    assert (b.model.input_height, b.model.input_width) == (a.data.image_height, a.data.image_width)
+    assert (b.data.image_height, b.data.image_width) == (4 * a.data.image_height, 4 * a.data.image_width)
+    assert b.model.ray_stride == 2 * a.model.ray_stride  # 4x the rays per camera
+    same = dataclasses.replace(b.model, input_height=0, input_width=0, ray_stride=a.model.ray_stride)
+    assert same == a.model
