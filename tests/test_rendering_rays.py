@@ -109,5 +109,13 @@ def test_sample_along_rays_uniform_disparity_and_stratified():
     edges = torch.tensor([1.0, 2.0, 3.0, 4.0])
     assert ((ts[:, 0] >= edges) & (ts[:, 0] <= edges + 1)).all()
     assert ts[:, 0].std(0).min() > 0.2
-    with pytest.raises(ValueError):
-        sample_along_rays(near, far, 4, False, "log")
+    tl, dl = sample_along_rays(near, far, 2, False, "log")
+    # edges at 1, sqrt(5), 5 for the first ray: each bin spans the ratio sqrt(5)
+    torch.testing.assert_close(dl[0, 0], torch.tensor([5**0.5 - 1, 5 - 5**0.5]))
+    torch.testing.assert_close(dl.sum(-1), far - near)
+    edges_l = near[..., None] * (far / near)[..., None] ** torch.linspace(0, 1, 3)
+    torch.testing.assert_close(tl, 0.5 * (edges_l[..., :-1] + edges_l[..., 1:]))
+    with pytest.raises(ValueError, match="spacing"):
+        sample_along_rays(near, far, 4, False, "cubic")
+    with pytest.raises(ValueError, match="near > 0"):
+        sample_along_rays(torch.zeros(1, 2), far, 4, False, "log")

@@ -88,6 +88,22 @@ def test_anchor_views_mark_sources_without_baseline():
     assert usable_anchor_offset(still, 0, 0.1) is None
 
 
+def test_source_offsets_choose_the_anchors_sources():
+    from selfocc_core.losses.config import LossConfig
+
+    s = collate_samples([PositionsDataset([(0.0, 1.0, 2.0)])[0]])  # frames at offsets -1, 0, 1
+    assert anchor_views(s, 0, source_offsets=(-2, -1, 1, 2)).source_offsets == [-1, 1]  # +-2 not in the sample
+    v = anchor_views(s, -1, source_offsets=(1, 2))  # wider baseline: the anchor at -1 sees 0 and +1
+    assert v.source_offsets == [0, 1]
+    assert torch.allclose(v.baselines, torch.tensor([[1.0, 2.0]]), atol=1e-5)
+    assert anchor_views(s, 1, source_offsets=(2,)).source_offsets == []
+    # the anchor at +1 has no source at +1+2: another anchor with a usable source is taken
+    assert usable_anchor_offset(s, 1, 0.1, source_offsets=(2,)) == -1
+    for bad in ([], [0, 1], [1, 1]):
+        with pytest.raises(ValueError, match="source_offsets"):
+            LossConfig(source_offsets=bad)
+
+
 def test_trainer_skips_and_counts_pairs_without_baseline(tmp_path):
     torch.set_num_threads(1)
     data = PositionsDataset([(9.0, 10.0, 11.0), (11.0, 11.0, 12.0), (12.0, 12.0, 12.0), (12.0, 12.0, 12.0)])

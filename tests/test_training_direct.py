@@ -46,3 +46,25 @@ def test_direct_optimisation_runs_and_scores_against_the_bound(tmp_path):
     rc = main(["--data", f"synthetic:seed=1000,frames=3,cache={tmp_path / 'cache'}", "--steps", "2", "--loss", "gt_depth",
                "--out", str(tmp_path / "o.json"), *sum((["--set", s] for s in SMALL), [])])
     assert rc == 0 and json.loads((tmp_path / "o.json").read_text())["loss"] == "gt_depth"
+
+
+KITTI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "kitti_raw_0001"
+
+
+@pytest.mark.slow  # ~15 s: stereo reference depth of a few real frames (cached after the first run)
+@pytest.mark.skipif(not KITTI.is_dir(), reason="shared/data/real/kitti_raw_0001 not present")
+def test_direct_optimisation_on_a_sub_range_of_a_real_drive_without_occupancy(tmp_path, capsys):
+    torch.set_num_threads(1)
+    small = ["data.image_height=48", "data.image_width=160", "model.num_samples=8", "model.ray_stride=8",
+             "loss.eikonal_points=64", "loss.hessian_points=32", "loss.sparsity_points=64"]
+    out = tmp_path / "k.json"
+    rc = main(["--config", "training/kitti_sequence.yaml", "--data", str(KITTI), "--frames", "40:43", "--ref", "1",
+               "--steps", "2", "--out", str(out), *sum((["--set", s] for s in small), [])])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["frames"] == "40:43" and "representation_bound" not in r  # stereo depth only: no bound
+    assert r["optimised"]["depth/abs_rel"] > 0 and "depth/abs_rel_20-40m" in r["optimised"]
+    capsys.readouterr()
+    assert main(["--config", "training/kitti_sequence.yaml", "--data", str(KITTI), "--frames", "40:400", "--steps", "1"]) == 2
+    assert "not a range" in capsys.readouterr().err
+    assert main(["--frames", "x"]) == 2 and "LO:HI" in capsys.readouterr().err

@@ -51,6 +51,31 @@ def test_resume_is_exact(tmp_path):
     assert sorted(p.name for p in (tmp_path / "a").glob("step_*.pt")) == ["step_0000002.pt", "step_0000004.pt"]
 
 
+def test_wall_time_limit_stops_and_resume_continues(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(trainer_mod.time, "time", lambda: clock["t"])
+    real_step = Trainer.train_step
+
+    def timed_step(self, batch):  # every step takes 40 s of "wall time"
+        clock["t"] += 40.0
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", timed_step)
+    cfg = micro_config("train.steps=6", "train.max_wall_minutes=1.5", "train.checkpoint_interval=100")
+    t = make_trainer(tmp_path / "run", cfg)
+    result = t.run()
+    # 90 s allow the steps ending at 40 and 80 s; the step ending at 120 s is the last one
+    assert result.stopped_at_wall_limit and result.step == 3 and t.step == 3
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3
+    resumed = make_trainer(tmp_path / "run", micro_config("train.steps=6", "train.checkpoint_interval=100"),
+                           resume=True)
+    r2 = resumed.run()
+    assert r2.step == 6 and not r2.stopped_at_wall_limit
+    with pytest.raises(ValueError, match="max_wall_minutes"):
+        micro_config("train.max_wall_minutes=-1")
+
+
 def _nan_losses(real, nan_steps):
     calls = {"n": 0}
 

@@ -121,10 +121,16 @@ def oracle_depth_loss(field: DirectField, sample, T_world_field: Tensor, cfg: Ex
 
 def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float, ref: int | None = None,
                         eval_every: int = 0, seed: int = 0, log=print, loss: str = "self_supervised",
-                        cos_anneal_steps: int = 0, variance_lr: float | None = None) -> dict:
+                        cos_anneal_steps: int = 0, variance_lr: float | None = None,
+                        frames: tuple[int, int] | None = None) -> dict:
     torch.manual_seed(seed)
     train = open_data(data, dataclasses.replace(cfg.data, load_gt=False), "train")
     scored = open_data(data, dataclasses.replace(cfg.data, load_gt=True), "train")
+    if frames is not None:  # a sub-range of a long drive: the one field holds only what they see
+        lo, hi = frames
+        if not 0 <= lo < hi <= len(train):
+            raise ValueError(f"--frames {lo}:{hi} is not a range inside the {len(train)} frames of {data}")
+        train, scored = Subset(train, range(lo, hi)), Subset(scored, range(lo, hi))
     ref = len(train) // 2 if ref is None else ref
     ref_set = Subset(scored, [ref])
     T_world_field = collate_samples([train[ref]]).frame.T_world_ego
@@ -139,11 +145,12 @@ def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float,
         gt_samples = [collate_samples([scored[i]]) for i in range(len(scored))]
     out["flat_ground"] = evaluate(field, ref_set, cfg, dev, 1)
     gt = scored[ref].gt
-    bound = DirectField(cfg.model)
-    with torch.no_grad():
-        bound.sdf.copy_(gt_sdf_volume(gt, cfg.model.scene))
-        bound.variance.variance.fill_(0.3)  # sharp rendering for the bound's depth
-    out["representation_bound"] = evaluate(bound, ref_set, cfg, dev, 1)
+    if gt.occ_semantics is not None:  # a real drive with only depth (stereo, LiDAR) has no bound
+        bound = DirectField(cfg.model)
+        with torch.no_grad():
+            bound.sdf.copy_(gt_sdf_volume(gt, cfg.model.scene))
+            bound.variance.variance.fill_(0.3)  # sharp rendering for the bound's depth
+        out["representation_bound"] = evaluate(bound, ref_set, cfg, dev, 1)
 
     objective = Objective(field, cfg)  # type: ignore[arg-type]
     opt = torch.optim.Adam([{"params": [field.sdf, field.rgb], "lr": lr},
@@ -166,7 +173,7 @@ def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float,
             res = None
         offset = choose_anchor_offset(lc, set(frames_by_offset(s)))
         if res is None and lc.min_source_baseline > 0:
-            offset = usable_anchor_offset(s, offset, lc.min_source_baseline)
+            offset = usable_anchor_offset(s, offset, lc.min_source_baseline, lc.source_offsets)
             if offset is None:
                 skipped += 1
                 continue
@@ -177,8 +184,8 @@ def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float,
             opt.step()
         if eval_every and step % eval_every == 0 and step < steps:
             m = evaluate(field, ref_set, cfg, dev, 1)
-            curve.append({"step": step, **{k: m[k] for k in ("occ/iou_subvoxel", "depth/abs_rel") if k in m}})
-            log(f"step {step}: loss {float(res['total'].detach()):.4f} {curve[-1]} inv_s {float(field.inv_s()):.2f}")
+            curve.append({"step": step, **{k: m[k] for k in CURVE_KEYS if k in m}})
+            log(f"step {step}: loss {float(res['total'].detach()):.4f} {curve[-1]} inv_s {float(field.inv_s().detach()):.2f}")
     out["wall_seconds"] = round(time.time() - t0, 1)
     out["samples_skipped_no_baseline"] = skipped
     out["optimised"] = evaluate(field, ref_set, cfg, dev, 1)
@@ -188,7 +195,9 @@ def direct_optimisation(cfg: ExperimentConfig, data: str, steps: int, lr: float,
     return out
 
 
-KEYS = ("occ/iou_subvoxel", "occ/precision_subvoxel", "occ/recall_subvoxel", "occ/ground_plane_iou", "depth/abs_rel")
+KEYS = ("occ/iou_subvoxel", "occ/precision_subvoxel", "occ/recall_subvoxel", "occ/ground_plane_iou", "depth/abs_rel",
+        "depth/a1", "depth/abs_rel_0-10m", "depth/abs_rel_10-20m", "depth/abs_rel_20-40m", "depth/abs_rel_40-80m")
+CURVE_KEYS = ("occ/iou_subvoxel", "depth/abs_rel", "depth/a1", "depth/abs_rel_20-40m")
 
 
 def main(argv=None) -> int:
@@ -205,6 +214,9 @@ def main(argv=None) -> int:
                    help="NeuS cos-anneal ratio from 0 to 1 over this many steps (official: 5000); 0 = 1 throughout")
     p.add_argument("--variance-lr", type=float, default=None,
                    help="Adam learning rate of the NeuS variance (default optim.lr; 0 = fixed sharpness)")
+    p.add_argument("--frames", default=None, metavar="LO:HI",
+                   help="use only frames LO..HI-1 of the data (a real drive: what one field can hold); "
+                        "--ref counts inside that range")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default=None, help="JSON result file")
     args = p.parse_args(argv)
@@ -214,12 +226,27 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"direct_optimisation: {e}", file=sys.stderr)
         return 2
-    res = direct_optimisation(cfg, args.data, args.steps, args.lr, args.ref, args.eval_every,
-                              loss=args.loss, cos_anneal_steps=args.cos_anneal_steps,
-                              variance_lr=args.variance_lr)
+    frames = None
+    if args.frames:
+        try:
+            lo, hi = (int(x) for x in args.frames.split(":"))
+        except ValueError:
+            print(f"direct_optimisation: --frames wants LO:HI (two integers), got {args.frames!r}", file=sys.stderr)
+            return 2
+        frames = (lo, hi)
+    try:
+        res = direct_optimisation(cfg, args.data, args.steps, args.lr, args.ref, args.eval_every,
+                                  loss=args.loss, cos_anneal_steps=args.cos_anneal_steps,
+                                  variance_lr=args.variance_lr, frames=frames)
+    except ValueError as e:
+        print(f"direct_optimisation: {e}", file=sys.stderr)
+        return 2
+    res["frames"] = args.frames
     res["overrides"] = args.overrides
     field = res.pop("field")
     for name in ("flat_ground", "representation_bound", "optimised"):
+        if name not in res:
+            continue
         print(f"{name:22s}", " ".join(f"{k.split('/')[1]}={res[name].get(k, float('nan')):.3f}" for k in KEYS))
     print(f"wall {res['wall_seconds']} s, final inv_s {res['final_inv_s']:.2f}")
     if args.out:

@@ -69,6 +69,11 @@ class LossConfig:
     adjacent frame is the anchor (its cameras expressed in the input frame's ego frame)."""
     anchor_prev_prob: float = 0.5
     """Given an adjacent anchor, the probability it is the previous (-1) rather than next (+1)."""
+    source_offsets: list[int] = field(default_factory=lambda: [-1, 1])
+    """Source frames of an anchor at offset a: the sample's frames at a + o for o in this list
+    (those the sample has; `data.context_offsets` decides which frames it has). Wider offsets
+    give far scenery more parallax under forward motion (training/photometric_landscape.py);
+    the reprojection loss takes the per-ray minimum over the sources."""
     min_source_baseline: float = 0.1
     """Metres: a source frame whose cameras moved less than this from the anchor's (mean camera
     centre distance) carries no depth signal (zero parallax: any depth explains it, and
@@ -86,6 +91,8 @@ class LossConfig:
         for name in ("ssim_alpha", "min_valid_weight", "anchor_current_prob", "anchor_prev_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"LossConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.source_offsets or 0 in self.source_offsets or len(set(self.source_offsets)) != len(self.source_offsets):
+            raise ValueError(f"LossConfig.source_offsets must be distinct non-zero frame offsets, got {self.source_offsets}")
         if self.min_source_baseline < 0:
             raise ValueError(f"LossConfig.min_source_baseline must be >= 0 (metres), got {self.min_source_baseline}")
         for name in ("eikonal_points", "hessian_points", "sparsity_points"):

@@ -80,8 +80,9 @@ class ModelConfig:
     """NeuS variance parameter v at init; sharpness s = exp(10 v)."""
     num_samples: int = 64
     """Samples per ray."""
-    sample_spacing: Literal["uniform", "disparity"] = "uniform"
-    """Sample spacing between near and far: uniform in distance or in inverse distance."""
+    sample_spacing: Literal["uniform", "disparity", "log"] = "uniform"
+    """Sample spacing between near and far: uniform in distance, in inverse distance, or in log
+    distance (the same relative step (far/near)^(1/S) at every range: what AbsRel measures)."""
     ray_stride: int = 8
     """Ray grid stride in pixels (one ray per stride x stride cell)."""
     min_near: float = 0.1

@@ -125,11 +125,13 @@ def generate_rays(K: Tensor, T_ego_cam: Tensor, image_size: tuple[int, int], str
 
 
 def sample_along_rays(near: Tensor, far: Tensor, num_samples: int, stratified: bool,
-                      spacing: Literal["uniform", "disparity"] = "uniform",
+                      spacing: Literal["uniform", "disparity", "log"] = "uniform",
                       generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
     """Stratified samples in ``num_samples`` bins between ``near`` and ``far [...]``.
 
-    Bin edges are uniform in distance or in disparity (1/t). Each sample sits at its bin's
+    Bin edges are uniform in distance, in disparity (1/t) or in log distance ('log': every bin
+    spans the same ratio (far/near)^(1/S), i.e. the same relative depth step at every range;
+    uniform bins are coarse near the camera, disparity bins far from it). Each sample sits at its bin's
     midpoint, or uniformly inside it when ``stratified``. Returns ``t [..., S]`` and the bin
     widths ``deltas [..., S]`` (the ray length each sample stands for).
     """
@@ -141,8 +143,12 @@ def sample_along_rays(near: Tensor, far: Tensor, num_samples: int, stratified: b
         edges = n + (f - n) * u
     elif spacing == "disparity":
         edges = 1.0 / (1.0 / n + (1.0 / f - 1.0 / n) * u)
+    elif spacing == "log":
+        if bool((n <= 0).any()):
+            raise ValueError("sample_along_rays: 'log' spacing needs near > 0 (model.min_near is positive)")
+        edges = n * (f / n) ** u
     else:
-        raise ValueError(f"sample_along_rays: spacing must be 'uniform' or 'disparity', got {spacing!r}")
+        raise ValueError(f"sample_along_rays: spacing must be 'uniform', 'disparity' or 'log', got {spacing!r}")
     lo, hi = edges[..., :-1], edges[..., 1:]
     if stratified:
         r = torch.rand(lo.shape, generator=generator, device=lo.device if generator is None else generator.device)

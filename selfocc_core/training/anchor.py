@@ -13,7 +13,7 @@ A source whose cameras barely moved from the anchor's (``camera_baseline`` below
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -78,11 +78,12 @@ class AnchorViews:
 
 
 def anchor_views(sample: Sample, offset: int, min_baseline: float = 0.0,
-                 T_world_ego0: Optional[Tensor] = None) -> AnchorViews:
+                 T_world_ego0: Optional[Tensor] = None, source_offsets: Sequence[int] = (-1, 1)) -> AnchorViews:
     """Build the anchor and its sources for a batched (collated) sample; a source closer than
     ``min_baseline`` metres (camera centres, `camera_baseline`) to the anchor is marked invalid
     for that batch element. ``T_world_ego0`` ([B, 4, 4]): the frame the field lives in
-    (default: the input frame's ego frame; a per-scene field may live in another frame)."""
+    (default: the input frame's ego frame; a per-scene field may live in another frame).
+    The sources are the sample's frames at ``offset + o`` for o in ``source_offsets``."""
     frames = frames_by_offset(sample)
     if offset not in frames:
         raise ValueError(f"anchor offset {offset} not in the sample (offsets {sorted(frames)})")
@@ -90,7 +91,7 @@ def anchor_views(sample: Sample, offset: int, min_baseline: float = 0.0,
         T_world_ego0 = sample.frame.T_world_ego
     if T_world_ego0.dim() != 3:
         raise ValueError("anchor_views expects a batched sample (use collate_samples)")
-    src_offsets = [o for o in (offset - 1, offset + 1) if o in frames]
+    src_offsets = sorted(offset + o for o in source_offsets if offset + o in frames)
     anchor_rig = rig_in_input_frame(frames[offset], T_world_ego0)
     sources, baselines = [], []
     for o in src_offsets:
@@ -109,13 +110,14 @@ def anchor_views(sample: Sample, offset: int, min_baseline: float = 0.0,
     )
 
 
-def usable_anchor_offset(sample: Sample, preferred: int, min_baseline: float) -> Optional[int]:
+def usable_anchor_offset(sample: Sample, preferred: int, min_baseline: float,
+                         source_offsets: Sequence[int] = (-1, 1)) -> Optional[int]:
     """``preferred`` if its anchor has a usable source (baseline >= ``min_baseline``) for some
     batch element, else the first of 0, -1, +1, -2, +2 ... that has, else None (no pair of
     frames in the sample moved enough)."""
     frames = frames_by_offset(sample)
     order = [preferred] + sorted((o for o in frames if o != preferred), key=lambda o: (abs(o), o))
     for o in order:
-        if bool(anchor_views(sample, o, min_baseline).usable.any()):
+        if bool(anchor_views(sample, o, min_baseline, source_offsets=source_offsets).usable.any()):
             return o
     return None

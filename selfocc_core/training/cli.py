@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         trainer.close()
         if env.is_main:
             summary = {"step": result.step, "last_loss": result.last_loss, "skipped_steps": result.skipped_steps,
-                       "context_pairs": result.pairs, "wall_seconds": round(time.time() - t0, 1), "evals": result.evals}
+                       "context_pairs": result.pairs, "wall_seconds": round(time.time() - t0, 1),
+                       "stopped_at_wall_limit": result.stopped_at_wall_limit, "evals": result.evals}
             atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
             print(json.dumps({k: v for k, v in summary.items() if k != "evals"}))
             if result.evals:

@@ -97,12 +97,18 @@ class TrainConfig:
     """Periodic step_*.pt files kept (oldest deleted); last.pt is always kept."""
     max_nan_steps: int = 10
     """Consecutive non-finite losses (each step skipped) before training aborts."""
+    max_wall_minutes: float = 0.0
+    """Stop this invocation after this many wall-clock minutes (0 = no limit): last.pt holds the
+    step reached, summary.json has ``stopped_at_wall_limit``; ``--resume`` continues. The learning
+    rate schedule still runs over ``steps``: choose ``steps`` to fit the time on the machine."""
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_interval", "checkpoint_interval", "max_nan_steps", "eval_samples",
                      "eval_stride"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.max_wall_minutes >= 0:
+            raise ValueError(f"TrainConfig.max_wall_minutes must be >= 0 (0 = no limit), got {self.max_wall_minutes}")
         for name in ("num_workers", "image_log_interval", "eval_interval", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")

@@ -79,7 +79,7 @@ class Objective(nn.Module):
         # Poses and rays in fp32 even under bf16 autocast (bf16 matmuls would move a camera 50 m
         # from the origin by ~0.2 m); only the network runs in bf16.
         with torch.autocast(device_type=sample.frame.images.device.type, enabled=False):
-            views = anchor_views(sample, anchor_offset, lc.min_source_baseline, T_world_field)
+            views = anchor_views(sample, anchor_offset, lc.min_source_baseline, T_world_field, lc.source_offsets)
             rig = views.anchor_rig
             image_size = views.anchor.image_size
             stride = cfg.model.ray_stride
@@ -321,6 +321,8 @@ class TrainResult:
     skipped_steps: int = 0
     pairs: dict = field(default_factory=dict)
     """Context-pair counts (see `Trainer.pair_counts`)."""
+    stopped_at_wall_limit: bool = False
+    """True when ``train.max_wall_minutes`` ended the run before ``train.steps``."""
 
 
 class Trainer:
@@ -421,7 +423,7 @@ class Trainer:
         offset = choose_anchor_offset(lc, set(frames_by_offset(sample)))
         if lc.reprojection_weight <= 0 or lc.min_source_baseline <= 0:
             return offset
-        chosen = usable_anchor_offset(sample, offset, lc.min_source_baseline)
+        chosen = usable_anchor_offset(sample, offset, lc.min_source_baseline, lc.source_offsets)
         if chosen is None:
             self.pair_counts["samples_skipped_no_baseline"] += sample.frame.images.shape[0]
         elif chosen != offset:
@@ -537,8 +539,10 @@ class Trainer:
     # --- the loop -------------------------------------------------------------------------------
     def run(self, eval_at_start: bool = True, stop_after: Optional[int] = None) -> TrainResult:
         """Train to ``cfg.train.steps``; ``stop_after`` ends this invocation after that many steps
-        (writing last.pt), e.g. to fit a job time limit; ``--resume`` continues."""
+        (writing last.pt), e.g. to fit a job time limit, as ``train.max_wall_minutes`` does by wall
+        time; ``--resume`` continues."""
         tc = self.cfg.train
+        t_start = time.time()
         stop_step = tc.steps if stop_after is None else min(tc.steps, self.step + stop_after)
         result = TrainResult(step=self.step, last_loss=float("nan"))
         self.objective.train()
@@ -588,9 +592,17 @@ class Trainer:
                     if m:
                         result.evals.append({"step": self.step, **m})
                     D.barrier(self.env)
-                if self.step % tc.checkpoint_interval == 0 or self.step == stop_step:
+                out_of_time = False
+                if tc.max_wall_minutes > 0:  # every rank stops at the same step (any rank's clock may end it)
+                    out_of_time = not D.all_ranks_true(self.env, time.time() - t_start < 60.0 * tc.max_wall_minutes)
+                if self.step % tc.checkpoint_interval == 0 or self.step == stop_step or out_of_time:
                     self.save(periodic=self.step % tc.checkpoint_interval == 0)
                     D.barrier(self.env)
+                if out_of_time and self.step < stop_step:
+                    result.stopped_at_wall_limit = True
+                    log.info("train.max_wall_minutes = %g reached at step %d of %d; wrote %s", tc.max_wall_minutes,
+                             self.step, tc.steps, self.last_ckpt)
+                    break
         except KeyboardInterrupt:
             log.warning("interrupted at step %d; writing %s", self.step, self.last_ckpt)
             self.save(periodic=False)
