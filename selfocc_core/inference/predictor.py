@@ -111,7 +111,8 @@ class OccupancyPredictor:
                 dtype=torch.bfloat16 the network runs under bf16 autocast in every mode.
             depth_stride: pixels per rendered depth ray on the network input (default: the
                 model's ray_stride, scaled to the network input when training used larger
-                loss images than the network, ``model.input_width``); num_depth_samples: NeuS samples per ray (default: model's).
+                loss images than the network, ``model.input_width``).
+            num_depth_samples: NeuS samples per ray (default: model's).
             ray_chunk: rays rendered at once (bounds memory).
         """
         if dtype not in (torch.float32, torch.bfloat16):

@@ -72,7 +72,7 @@ class LossConfig:
     source_offsets: list[int] = field(default_factory=lambda: [-1, 1])
     """Source frames of an anchor at offset a: the sample's frames at a + o for o in this list
     (those the sample has; `data.context_offsets` decides which frames it has). Wider offsets
-    give far scenery more parallax under forward motion (training/photometric_landscape.py);
+    give far scenery more parallax under forward motion (training/photometric_bound.py --proposals around_gt);
     the reprojection loss takes the per-ray minimum over the sources."""
     min_source_baseline: float = 0.1
     """Metres: a source frame whose cameras moved less than this from the anchor's (mean camera

@@ -91,7 +91,7 @@ class ModelConfig:
     """Network input height; 0 = the frame's image height. With a size set, the backbone sees the
     images resized to ``input_height x input_width`` while the rays and the photometric losses use
     the frame's full images: the loss's resolution, not the network's, limits how precisely a
-    photometric error locates a surface (training/README.md, "The photometric signal's bound")."""
+    photometric error locates a surface (training/README.md, "Where the signal stops")."""
     input_width: int = 0
     """Network input width; 0 = the frame's image width (set both or neither)."""
 
