@@ -196,8 +196,9 @@ def compressed_to_rgb(msg) -> np.ndarray:
     return rgb
 
 
-def numpy_to_image(arr: np.ndarray, encoding: str, header=None):
-    """``[H, W]``/``[H, W, C]`` array -> sensor_msgs/Image (little-endian, no row padding)."""
+def _image_without_data(arr: np.ndarray, encoding: str, header=None):
+    """(sensor_msgs/Image with every field but ``data``, the pixels as a contiguous little-endian
+    ``[H, W, C]`` array) for ``numpy_to_image`` and ``serialize_image``."""
     from sensor_msgs.msg import Image
 
     if encoding not in _ENCODINGS:
@@ -216,6 +217,12 @@ def numpy_to_image(arr: np.ndarray, encoding: str, header=None):
     msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = int(arr.shape[1] * arr.shape[2] * arr.dtype.itemsize)
+    return msg, arr
+
+
+def numpy_to_image(arr: np.ndarray, encoding: str, header=None):
+    """``[H, W]``/``[H, W, C]`` array -> sensor_msgs/Image (little-endian, no row padding)."""
+    msg, arr = _image_without_data(arr, encoding, header)
     msg.data = uint8_field(arr)
     return msg
 
@@ -297,24 +304,7 @@ def serialize_with_data(msg, data) -> bytes:
 
 def serialize_image(arr: np.ndarray, encoding: str, header=None) -> bytes:
     """The CDR bytes of ``numpy_to_image(arr, encoding, header)`` (see serialize_with_data)."""
-    from sensor_msgs.msg import Image
-
-    if encoding not in _ENCODINGS:
-        raise ConversionError(f"unsupported image encoding '{encoding}'")
-    channels, dtype = _ENCODINGS[encoding]
-    arr = np.asarray(arr)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[2] != channels:
-        raise ConversionError(f"array of shape {arr.shape} does not fit encoding {encoding} ({channels} channels)")
-    arr = np.ascontiguousarray(arr.astype(np.dtype(dtype).newbyteorder("<"), copy=False))
-    msg = Image()
-    if header is not None:
-        msg.header = header
-    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    msg.step = int(arr.shape[1] * arr.shape[2] * arr.dtype.itemsize)
+    msg, arr = _image_without_data(arr, encoding, header)
     return serialize_with_data(msg, arr)
 
 
