@@ -36,7 +36,7 @@ from selfocc_core.config_io import ConfigError
 from selfocc_core.data.sample import Frame, collate_samples
 from selfocc_core.io_utils import atomic_write_text
 from selfocc_core.model.config import ModelConfig
-from selfocc_core.model.field import SceneField, sample_volume
+from selfocc_core.model.field import SceneField, prior_sdf, sample_volume
 from selfocc_core.model.selfocc import SelfOccModel
 from selfocc_core.rendering.neus import SingleVarianceNetwork
 from selfocc_core.training.anchor import choose_anchor_offset, frames_by_offset, usable_anchor_offset
@@ -51,24 +51,16 @@ class DirectField(nn.Module):
     `Objective` and `evaluate` (``forward(frame)`` ignores the frame: one scene)."""
 
     render = SelfOccModel.render
+    grid = SelfOccModel.grid
+    inv_s = SelfOccModel.inv_s
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        g = cfg.scene
-        z = g.centers()[..., 2]
-        prior = z - cfg.ground_height if cfg.sdf_init == "ground" else torch.full_like(z, cfg.sdf_init_offset)
-        self.sdf = nn.Parameter(prior[None, None].clone())
-        self.rgb = nn.Parameter(torch.zeros(1, 3, *g.shape))
+        self.sdf = nn.Parameter(prior_sdf(cfg, cfg.scene.centers()[..., 2])[None, None].clone())
+        self.rgb = nn.Parameter(torch.zeros(1, 3, *cfg.scene.shape))
         self.variance = SingleVarianceNetwork(cfg.init_variance)
         self.cos_anneal_ratio = 1.0
-
-    @property
-    def grid(self):
-        return self.cfg.scene
-
-    def inv_s(self) -> Tensor:
-        return self.variance()
 
     def forward(self, frame: Frame) -> SceneField:
         B = frame.images.shape[0] if frame.images.dim() == 5 else 1

@@ -106,7 +106,7 @@ def photometric_bound(cfg, data: str, frames: Optional[Sequence[int]], source_of
     frames = [len(ds) // 2] if not frames else list(frames)
     mc, lc = cfg.model, cfg.loss
     stride = stride or mc.ray_stride
-    rows: dict[str, list] = {k: [] for k in ("t_best", "dist", "counted", "ground", "masked")}
+    rows: dict[str, list[Tensor]] = {}  # per-ray values of every frame, concatenated below
     used = []
     for i in frames:
         if not 0 <= i < len(ds):

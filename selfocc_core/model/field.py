@@ -56,6 +56,14 @@ def box_distance(grid: VoxelGridSpec, points: Tensor) -> Tensor:
     return d.norm(dim=-1)
 
 
+def prior_sdf(cfg: ModelConfig, z: Tensor) -> Tensor:
+    """The initial SDF (``ModelConfig.sdf_init``) at ego heights ``z``: ``z - ground_height``
+    ('ground') or ``+sdf_init_offset`` everywhere ('positive')."""
+    if cfg.sdf_init == "ground":
+        return z - cfg.ground_height
+    return torch.full_like(z, float(cfg.sdf_init_offset))
+
+
 def central_differences(volume: Tensor, spacing: float) -> Tensor:
     """Spatial derivatives of ``[B, C, X, Y, Z]`` -> ``[B, C * 3, X, Y, Z]`` ordered (c, axis)."""
     dx, dy, dz = torch.gradient(volume, spacing=spacing, dim=(2, 3, 4))
@@ -171,12 +179,7 @@ class FieldDecoder(nn.Module):
         with torch.no_grad():
             self.head.weight[0].mul_(0.01)
             self.head.bias[0].zero_()
-        X, Y, Z = self.grid.shape
-        if cfg.sdf_init == "ground":
-            z = self.grid.centers()[..., 2]
-            prior = (z - cfg.ground_height).view(1, 1, X, Y, Z)
-        else:
-            prior = torch.full((1, 1, X, Y, Z), float(cfg.sdf_init_offset))
+        prior = prior_sdf(cfg, self.grid.centers()[..., 2])[None, None]
         self.register_buffer("sdf_prior", prior, persistent=False)
 
     def forward(self, planes) -> SceneField:

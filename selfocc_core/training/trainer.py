@@ -36,6 +36,7 @@ from selfocc_core.geometry.voxel_grid import occupancy_from_sdf
 from selfocc_core.io_utils import atomic_path
 from selfocc_core.losses.reprojection import sample_at_pixels
 from selfocc_core.losses.total import LossInputs, compute_losses
+from selfocc_core.model.field import prior_sdf
 from selfocc_core.model.selfocc import SelfOccModel
 from selfocc_core.rendering.ray_sampler import generate_rays, ray_grid_shape
 from selfocc_core.training import distributed as D
@@ -106,10 +107,7 @@ class Objective(nn.Module):
             hi = torch.tensor(cfg.model.scene.upper, device=target.device)
             pts = lo + (hi - lo) * torch.rand(B, lc.sparsity_points, 3, device=target.device)
             random_sdf = field_.sdf(pts)
-            if cfg.model.sdf_init == "ground":
-                random_prior = pts[..., 2] - cfg.model.ground_height
-            else:
-                random_prior = torch.full_like(pts[..., 2], cfg.model.sdf_init_offset)
+            random_prior = prior_sdf(cfg.model, pts[..., 2])
         if lc.semantic_weight > 0 and views.anchor.seg_labels is not None:
             labels = views.anchor.seg_labels.unsqueeze(2).float()  # [B, N, 1, H, W]
             seg = sample_at_pixels(labels, rays.camera_index, rays.pixels, mode="nearest")[..., 0].round().long()
