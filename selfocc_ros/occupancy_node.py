@@ -92,6 +92,7 @@ class OccupancyNode(Node):
     def __init__(self, predictor=None, node_name: str = "selfocc_occupancy", **kwargs):
         super().__init__(node_name, **kwargs)
         self._injected_predictor = predictor
+        self._row_step = 1  # resize.row_step, read by configure()
         self.predictor = None
         self.cameras: list[CameraConfig] = []
         self._sync = None
@@ -143,6 +144,10 @@ class OccupancyNode(Node):
         d("model_config", "", "optional model YAML the checkpoint's config must match (empty: no check)")
         d("device", "auto", "torch device: auto (cuda if available), cpu, cuda, cuda:1 ...")
         d("torch_threads", 0, "torch CPU threads (0: torch's default)")
+        d("resize.row_step", 0, "CPU downscale of each camera image to the network input: the vertical filter reads "
+          "every k-th row (centred, filter scale exact; odd k). 1: exact (every row); 0: auto, the largest odd k "
+          "with >= 4 kept rows per output row (k=3 for 900 -> 64: half the cost, mean error +0.06/255; see "
+          "benchmarks/downscale.py)")
         d("sync.slop", 0.05, "approximate-time sync: max stamp spread of a camera set [s]")
         d("sync.queue_size", 10, "approximate-time sync: messages queued per camera")
         d("publish.pointcloud", True, "publish ~/occupancy (PointCloud2)")
@@ -265,6 +270,9 @@ class OccupancyNode(Node):
                          transport == "compressed", self.p(f"cameras.{n}.frame_id"))
             for n in names
         ]
+        self._row_step = int(self.p("resize.row_step"))
+        if self._row_step != 0 and (self._row_step < 1 or self._row_step % 2 == 0):
+            raise ValueError(f"parameter resize.row_step must be 0 (auto) or an odd step >= 1, got {self._row_step}")
         self.stats = NodeStats([c.name for c in self.cameras], float(self.p("camera_timeout")))
         self.throttle.period = float(self.p("warn_throttle"))
         self._configured = True
@@ -361,7 +369,7 @@ class OccupancyNode(Node):
             item = PreparedImage(msg.header, None, (0, 0))  # nobody listens: not converted (nor inferred)
         else:
             item = prepare_image(msg, self.cameras[index].name, getattr(self.predictor, "input_size", None),
-                                 getattr(self.predictor, "device", "cpu"))
+                                 getattr(self.predictor, "device", "cpu"), self._row_step)
             self.images_converted += 1
         item.received_ns = self.get_clock().now().nanoseconds
         return item
@@ -433,7 +441,7 @@ class OccupancyNode(Node):
         try:
             assembled = assemble_frame(msgs, infos, self.cameras, self._lookup, self.p("base_frame"), self.p("odom_frame"),
                                        network_size=getattr(self.predictor, "input_size", None),
-                                       device=getattr(self.predictor, "device", "cpu"))
+                                       device=getattr(self.predictor, "device", "cpu"), row_step=self._row_step)
         except InputError as e:
             self.stats.on_error(e.kind, str(e))
             self._warn((e.kind, e.camera), f"dropping camera set: {e}")

@@ -15,7 +15,7 @@ from selfocc_core.classes import FREE_LABEL
 from selfocc_core.data.images import resize_image
 from selfocc_core.geometry.camera import scale_intrinsics
 from selfocc_ros import conversions as conv
-from selfocc_ros.node_logic import images_to_network_input
+from selfocc_ros.node_logic import downscale_uint8, images_to_network_input, row_step_for
 
 
 def test_uint8_fields_are_array_arrays_and_round_trip():
@@ -68,6 +68,79 @@ def test_network_input_equals_the_float_resize_within_one_level():
     y, Ky = images_to_network_input(imgs, [False, False], K, None)
     assert torch.equal(y, torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255)
     torch.testing.assert_close(Ky, torch.from_numpy(K).float())
+
+
+def _real_images(real_data_dir, pattern):
+    from PIL import Image as PILImage
+
+    paths = sorted(real_data_dir.glob(pattern))
+    assert paths, pattern
+    return [np.asarray(PILImage.open(p).convert("RGB")).copy() for p in paths]
+
+
+def _float_reference(img, size):
+    ref, _ = resize_image(torch.from_numpy(img).permute(2, 0, 1).float() / 255, torch.eye(3), *size)
+    return ref.double() * 255
+
+
+def test_row_step_follows_the_scale_and_refuses_even_steps():
+    assert [row_step_for(900, 64), row_step_for(1216, 64), row_step_for(900, 384), row_step_for(90, 24)] == [3, 3, 1, 1]
+    assert row_step_for(900, 64, 1) == 1 and row_step_for(900, 64, 5) == 5
+    for bad in (2, -1):
+        with pytest.raises(ValueError, match="odd step"):
+            row_step_for(900, 64, bad)
+
+
+@pytest.mark.parametrize("pattern,size", [("nuscenes_keyframe/*.jpg", (64, 112)),  # 900 = 3 x 300
+                                          ("ddad_dgp/scene_02/rgb/CAMERA_01/*.jpg", (64, 112))])  # 1216: not
+def test_row_step_downscale_stays_near_the_training_resize_on_real_images(real_data_dir, pattern, size):
+    """The decimated downscale (every 3rd row, centred, exact filter scale) against the float
+    resize the network was trained on, in 0-255 units, on real 1600x900 / 1936x1216 images:
+    measured mean 0.32 / 0.31 (the exact uint8 path: 0.25 / 0.24, its rounding), max 8.6 / 4.7.
+    A decimation that keeps rows 0, 3, ... (off by one input row) measures mean 0.99 / 0.65 and
+    fails; so does a step of 5 (0.63 / 0.74)."""
+    imgs = _real_images(real_data_dir, pattern)
+    exact, step3, shifted = [], [], []
+    for img in imgs:
+        ref = _float_reference(img, size)
+        exact.append((downscale_uint8(img, False, size, row_step=1).double() - ref).abs())
+        step3.append((downscale_uint8(img, False, size, row_step=0).double() - ref).abs())
+        bad = torch.nn.functional.interpolate(torch.from_numpy(img[::3]).permute(2, 0, 1)[None], size=size,
+                                              mode="bilinear", align_corners=False, antialias=True)[0]
+        shifted.append((bad.double() - ref).abs())
+    exact, step3, shifted = (torch.cat([e.flatten() for e in x]) for x in (exact, step3, shifted))
+    assert exact.max() <= 1.0 and exact.mean() < 0.3  # rounding only
+    assert step3.mean() < 0.4 and step3.quantile(0.99) < 1.5 and step3.max() < 12
+    assert shifted.mean() > 0.55  # the tolerance above tells a half-row misplacement apart
+
+
+def test_row_step_downscale_keeps_each_output_row_centre():
+    """A vertical ramp (2.8 levels per row) is preserved by the symmetric triangle filter: the kept
+    rows must sit symmetrically around every output row's centre. Measured: within 0.02 levels
+    of the float resize; the same rows one row up or down are off by 3 levels (one row of ramp)."""
+    H, W, size = 90, 40, (6, 10)
+    img = np.round(np.broadcast_to(np.linspace(0, 255, H)[:, None, None], (H, W, 3))).astype(np.uint8)
+    ref = _float_reference(img, size)[:, 1:-1]  # inner rows: at the borders the window is cut
+    for k in (3, 5):
+        out = downscale_uint8(img, False, size, row_step=k).double()[:, 1:-1]
+        assert (out - ref).abs().max() <= 0.5, k
+        for offset in (k // 2 - 1, k // 2 + 1):  # what an off-by-one-row implementation would keep
+            x = torch.from_numpy(img[offset::k].copy()).permute(2, 0, 1)[None]
+            shifted = torch.ops.aten._upsample_bilinear2d_aa(x, list(size), False, k * size[0] / H, size[1] / W)
+            assert (shifted[0].double()[:, 1:-1] - ref).abs().min() > 2.5, (k, offset)
+
+
+def test_row_step_matches_the_resize_of_the_centred_rows():
+    """Where k divides H, the explicit filter scale equals the plain resize of rows 1, 4, 7, ..."""
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    view = torch.from_numpy(img[1::3].copy()).permute(2, 0, 1)[None]
+    want = torch.nn.functional.interpolate(view, size=(6, 20), mode="bilinear", align_corners=False, antialias=True)[0]
+    assert torch.equal(downscale_uint8(img, False, (6, 20), row_step=3), want)
+    assert torch.equal(downscale_uint8(img[..., ::-1], True, (6, 20), row_step=3), want)  # BGR view in, RGB out
+    ro = img.copy()
+    ro.flags.writeable = False  # bytes-backed message buffers
+    assert torch.equal(downscale_uint8(ro, False, (6, 20), row_step=3), want)
 
 
 def test_surface_mask_of_solid_blocks():

@@ -118,6 +118,42 @@ def test_images_are_downscaled_on_arrival_and_the_sync_queues_no_messages(graph_
     assert g.node.images_converted == 2 + 3
 
 
+@pytest.mark.parametrize("row_step", [0, 1, 3])
+def test_resize_row_step_parameter_picks_the_downscale(graph_factory, row_step):
+    """resize.row_step: 1 = the exact uint8 resize, 3 = every third row (centred), 0 = auto (3 here:
+    48 rows -> 4 is a scale of 12); the model sees exactly that downscale of the published pixels."""
+    import torch
+
+    from selfocc_ros.node_logic import images_to_network_input
+
+    standin = StandInPredictor(input_size=(4, 8))
+    g = graph_factory(predictor=standin, params={"resize.row_step": row_step})
+    g.play(0)
+    f = g.fixture.frame(0)
+    rgb = [(im.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8) for im in f.images]
+    want = {k: images_to_network_input(rgb, [False] * len(rgb), f.K.double().numpy(), (4, 8), row_step=k)[0]
+            for k in (1, 3)}
+    assert not torch.equal(want[1], want[3])  # the two paths are told apart by this frame
+    assert torch.equal(standin.last_frame.images, want[row_step or 3])
+
+
+def test_a_bad_resize_row_step_ends_start_up_naming_the_parameter():
+    from rclpy.parameter import Parameter
+
+    from selfocc_ros.occupancy_node import OccupancyNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        node = OccupancyNode(predictor=StandInPredictor(), context=ctx, parameter_overrides=[
+            Parameter("camera_names", value=list(CAMS)), Parameter("resize.row_step", value=2)])
+        with pytest.raises(ValueError, match="resize.row_step must be 0 .auto. or an odd step"):
+            node.configure()
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
 def test_an_executor_that_falls_behind_takes_only_the_newest_images(graph_factory):
     """qos.depth 1 (default): images that arrive while the executor is busy elsewhere replace each
     other in the DDS reader, so the node forms one set, the newest, not a backlog of old sets."""
