@@ -314,18 +314,20 @@ def assemble_frame(
         raise InputError(ERR_TF, "", "TF produced a non-finite transform")
     t2 = time.perf_counter()
 
-    from selfocc_core.geometry.camera import scale_intrinsics
-
     images_t = network_images([it.image for it in items])
     dev = images_t.device
     H, W = items[0].full_hw
     h, w = images_t.shape[-2:]
-    K_t = torch.as_tensor(np.stack(Ks), dtype=torch.float64)
-    if (h, w) != (H, W):
-        K_t = scale_intrinsics(K_t, w / W, h / H)
+    K = np.stack(Ks).astype(np.float64)
+    if (h, w) != (H, W):  # geometry.camera.scale_intrinsics, in numpy (the same float64 arithmetic)
+        sx, sy = w / W, h / H
+        K[:, 0, :2] *= sx
+        K[:, 1, 1] *= sy
+        K[:, 0, 2] = (K[:, 0, 2] + 0.5) * sx - 0.5
+        K[:, 1, 2] = (K[:, 1, 2] + 0.5) * sy - 0.5
     frame = Frame(
         images=images_t,
-        K=K_t.float().to(dev),
+        K=torch.from_numpy(K).float().to(dev),
         T_ego_cam=torch.from_numpy(T_ego_cam).float().to(dev),
         T_world_ego=torch.from_numpy(T_world_ego).float().to(dev),
         timestamp=stamp0 / 1e9,

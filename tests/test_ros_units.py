@@ -271,6 +271,27 @@ def test_tf_chained_dynamic_and_static_at_stamp():
     np.testing.assert_allclose(T_odom_cam, make_transform(_yaw(0.0), [15, 0, 0]) @ T_base_cam, atol=1e-9)
 
 
+def test_tf_lookups_reuse_cached_matrices_but_return_copies():
+    """Static edges and samples hit at their own stamp use the matrix built at insertion (the
+    node's lookups: 7 per camera set); the caller gets its own array, so changing it cannot
+    change the buffer. Random rotations: the closed-form matrix equals the checked one."""
+    rng = np.random.default_rng(3)
+    buf = TransformBuffer()
+    Ts = {}
+    for i in range(3):
+        q = rng.normal(size=4)
+        Ts[i] = make_transform(q / np.linalg.norm(q), rng.normal(size=3))
+    buf.set_transform_static(_tf("base_link", "cam", 0, Ts[0]))
+    buf.set_transform(_tf("odom", "base_link", 1.0, Ts[1]))
+    buf.set_transform(_tf("odom", "base_link", 2.0, Ts[2]))
+    for target, source, t, want in (("base_link", "cam", 0, Ts[0]), ("odom", "base_link", 1 * S, Ts[1]),
+                                    ("odom", "cam", 2 * S, Ts[2] @ Ts[0]), ("cam", "odom", 1 * S, np.linalg.inv(Ts[1] @ Ts[0]))):
+        got = buf.lookup_matrix(target, source, t)
+        np.testing.assert_allclose(got, want, atol=1e-12)
+        got[:] = 0.0
+        np.testing.assert_allclose(buf.lookup_matrix(target, source, t), want, atol=1e-12)
+
+
 def test_tf_errors():
     buf = TransformBuffer()
     buf.set_transform(_tf("odom", "base_link", 1.0, np.eye(4)))
