@@ -262,7 +262,8 @@ def make_checkpoint(config: str, cameras) -> str:
     return str(save_checkpoint(path, model=SelfOccModel(cfg.model), config=cfg, step=0, with_rng=False))
 
 
-def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: int, errors: int = 0) -> dict:
+def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: int, errors: int = 0,
+                  stale: int = 0) -> dict:
     stage_names = sorted({k for t in tim for k in t["publish_stages_s"]})
     own = [t.get("prepare_s", 0.0) + t["assemble_s"] + t["publish_s"] for t in tim]
     per = {
@@ -284,11 +285,14 @@ def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: i
     lat_net = [t["latency_s"] - pub_by_stamp.get(t["stamp_ns"], 0.0) for t in tim]
     return {
         "sets_sent": len(robot["stamps"]), "published": len(tim), "sets_dropped": dropped,
+        # complete sets that waited longer than max_queue_wait for the running inference (not inferred)
+        "sets_stale": stale,
         "results_dropped": results_dropped, "input_errors": errors,
         "input_errors_by_kind": robot.get("input_errors_by_kind", {}),
         # sent but never a complete set at the node: images lost on the way (best-effort QoS)
-        "sets_incomplete": len(robot["stamps"]) - len(tim) - dropped - errors,
+        "sets_incomplete": len(robot["stamps"]) - len(tim) - dropped - errors - stale,
         "input_rate_hz": round(robot["input_rate_hz"], 2),
+        "published_rate_hz": round(robot["input_rate_hz"] * len(tim) / max(1, len(robot["stamps"])), 2),
         "per_frame_ms": per,
         "overhead_over_model": {"p50": round(float(np.median(ratio)), 4) if ratio else None,
                                 "of_p50s": round(per["node_overhead_total"]["p50"] / per["model"]["p50"], 4)
@@ -327,6 +331,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=12.0, help="camera rate of the latency and stress phases [Hz]")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the node")
     ap.add_argument("--sync-queue", type=int, default=10, help="node parameter sync.queue_size (default 10)")
+    ap.add_argument("--max-queue-wait", type=float, default=0.0,
+                    help="node parameter max_queue_wait [s] (default 0: a set waits for the running inference)")
+    ap.add_argument("--row-step", type=int, default=0, help="node parameter resize.row_step (default 0: auto; 1: exact)")
     ap.add_argument("--executor", default="single", choices=("single", "multi"),
                     help="executor of the node and of the fixture process (default single, as the node's main())")
     ap.add_argument("--out", default=None, help="write the JSON here (atomically)")
@@ -360,7 +367,8 @@ def main(argv=None) -> int:
     rclpy.init(context=ctx, domain_id=domain)
     params = [Parameter("camera_names", value=args.cameras), Parameter("device", value="cpu"),
               Parameter("checkpoint", value=ckpt), Parameter("tf_timeout", value=0.2),
-              Parameter("camera_timeout", value=30.0), Parameter("sync.queue_size", value=args.sync_queue)]
+              Parameter("camera_timeout", value=30.0), Parameter("sync.queue_size", value=args.sync_queue),
+              Parameter("max_queue_wait", value=float(args.max_queue_wait)), Parameter("resize.row_step", value=args.row_step)]
     node = OccupancyNode(predictor=predictor, context=ctx, parameter_overrides=params)
     node.configure()
     node.timings = collections.deque(maxlen=100_000)
@@ -380,7 +388,7 @@ def main(argv=None) -> int:
 
     def run_phase(n, period):
         t0 = len(node.timings)
-        d0, r0 = node.stats.sets_dropped, node.stats.results_dropped
+        d0, r0, s0 = node.stats.sets_dropped, node.stats.results_dropped, node.stats.sets_stale
         e0, kinds0 = sum(node.stats.errors.values()), dict(node.stats.errors)
         cpu0, faults0 = thread_cpu(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         here.send(("play", n, period))
@@ -393,7 +401,7 @@ def main(argv=None) -> int:
         for j, t in enumerate(tim):
             t["stamp_ns"] = stamp_of.get(t0 + j)
         return (tim, res, node.stats.sets_dropped - d0, node.stats.results_dropped - r0,
-                sum(node.stats.errors.values()) - e0)
+                sum(node.stats.errors.values()) - e0, node.stats.sets_stale - s0)
 
     # warm-up (first inferences allocate) and the model time for pacing
     tim = run_phase(3, 1.0)[0]
@@ -402,7 +410,8 @@ def main(argv=None) -> int:
         "setup": {"cameras": len(args.cameras), "height": args.height, "width": args.width, "encoding": "rgb8",
                   "model": "standin" if args.standin else (args.checkpoint or f"fresh {args.config} checkpoint"),
                   "network_input": list(getattr(node.predictor, "input_size", (args.height, args.width))),
-                  "torch_threads": args.threads, "rate_hz": args.rate, "executor": args.executor, "sync_queue_size": args.sync_queue, "machine": machine(),
+                  "torch_threads": args.threads, "rate_hz": args.rate, "executor": args.executor, "sync_queue_size": args.sync_queue,
+                  "max_queue_wait_s": args.max_queue_wait, "resize_row_step": args.row_step, "machine": machine(),
                   "backends": __import__("selfocc_ros.compat", fromlist=["backends"]).backends(),
                   "processes": "node alone in this process; fixture publisher + collector in another"},
         "sync_ms_per_set": round(sync_cost(len(args.cameras)) * 1e3, 4),
@@ -451,7 +460,8 @@ def main(argv=None) -> int:
                        "slope_mb_per_100_sets_after_100": round(float(np.polyfit(
                            [n for n, _ in rss if n - rss[0][0] >= 100], warm, 1)[0]) * 100, 2) if len(warm) > 2 else None}
         # a summary that fits the stress question, without the per-stage tables
-        result["stress"] = {k: s[k] for k in ("sets_sent", "published", "sets_dropped", "results_dropped",
+        result["stress"] = {k: s[k] for k in ("sets_sent", "published", "sets_dropped", "sets_stale", "published_rate_hz",
+                                              "results_dropped",
                                               "input_errors", "input_errors_by_kind", "sets_incomplete", "input_rate_hz", "latency_stamp_to_published_ms",
                                               "latency_minus_fixture_publish_ms", "latency_minus_model_ms", "arrival_lag_ms", "queue_wait_ms",
                                               "fixture_publish_ms", "fixture_process_cpu_ms_per_set", "node_cpu_ms_per_set_by_thread",

@@ -348,19 +348,31 @@ class LatestWorker:
 
     ``submit`` never blocks: an item still waiting when a newer one arrives is dropped and
     counted. Exceptions from ``process`` go to ``on_error`` (the thread keeps running).
+
+    ``max_wait`` (seconds, 0 = no limit): an item that waited longer than this for the running
+    ``process`` to finish is not processed when the thread comes to it (counted in ``stale``;
+    ``on_stale(item, waited_s)`` is told); the thread then waits for the next submitted item.
+    Bounds the age of what is processed (latency) at the cost of idle time (rate).
     """
 
     def __init__(self, process: Callable[[object], None], on_error: Callable[[BaseException], None] | None = None,
-                 name: str = "selfocc-inference"):
+                 name: str = "selfocc-inference", max_wait: float = 0.0,
+                 on_stale: Callable[[object, float], None] | None = None):
+        if max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0 (0: no limit), got {max_wait}")
         self._process = process
         self._on_error = on_error
+        self._on_stale = on_stale
+        self.max_wait = max_wait
         self._cond = threading.Condition()
         self._item = None
+        self._item_t = 0.0  # monotonic time of the submit of the waiting item
         self._has_item = False
         self._stop = False
         self._busy = False
         self.submitted = 0
         self.dropped = 0
+        self.stale = 0
         self.processed = 0
         self.errors = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -373,7 +385,7 @@ class LatestWorker:
         """Queue ``item``; returns True when it replaced an unprocessed one (which is dropped)."""
         with self._cond:
             replaced = self._has_item
-            self._item, self._has_item = item, True
+            self._item, self._has_item, self._item_t = item, True, time.monotonic()
             self.submitted += 1
             if replaced:
                 self.dropped += 1
@@ -407,7 +419,17 @@ class LatestWorker:
                 if self._stop:
                     return
                 item, self._item, self._has_item = self._item, None, False
-                self._busy = True
+                waited = time.monotonic() - self._item_t
+                if self.max_wait > 0 and waited > self.max_wait:
+                    self.stale += 1
+                    stale = True
+                else:
+                    stale = False
+                    self._busy = True
+            if stale:
+                if self._on_stale is not None:
+                    self._on_stale(item, waited)
+                continue
             try:
                 self._process(item)
                 self.processed += 1
@@ -485,6 +507,7 @@ class NodeStats:
         self.published = RateMeter(window)
         self.sets_synced = 0
         self.sets_dropped = 0
+        self.sets_stale = 0  # waited longer than max_queue_wait for the running inference: not inferred
         self.sets_published = 0
         self.sets_unwanted = 0  # no output had a subscriber: not even inferred
         self.results_dropped = 0  # inferred, but replaced by a newer result before it could be sent
@@ -504,6 +527,10 @@ class NodeStats:
             self.sets_synced += 1
             self.sets_dropped += int(dropped)
             self.synced.tick(now)
+
+    def on_stale(self) -> None:
+        with self._lock:
+            self.sets_stale += 1
 
     def on_unwanted(self) -> None:
         with self._lock:
@@ -549,6 +576,7 @@ class NodeStats:
             values = {
                 "synced_sets": str(self.sets_synced),
                 "dropped_sets": str(self.sets_dropped),
+                "stale_sets": str(self.sets_stale),
                 "published_sets": str(self.sets_published),
                 "sets_without_subscribers": str(self.sets_unwanted),
                 "results_dropped": str(self.results_dropped),

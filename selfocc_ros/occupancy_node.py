@@ -122,7 +122,7 @@ class OccupancyNode(Node):
     # publish.* switch/limit (read where used); every other one is read-only: `ros2 param set` is
     # refused with a reason instead of being ignored.
     RUNTIME_PARAMETERS = (
-        "sync.slop", "camera_timeout", "tf_timeout", "diagnostics_period", "warn_throttle",
+        "sync.slop", "max_queue_wait", "camera_timeout", "tf_timeout", "diagnostics_period", "warn_throttle",
         "rig_tolerance.translation", "rig_tolerance.rotation_deg",
     )
 
@@ -150,6 +150,10 @@ class OccupancyNode(Node):
           "benchmarks/downscale.py)")
         d("sync.slop", 0.05, "approximate-time sync: max stamp spread of a camera set [s]")
         d("sync.queue_size", 10, "approximate-time sync: messages queued per camera")
+        d("max_queue_wait", 0.0, "a complete camera set that waited longer than this [s] for the running inference "
+          "is dropped as stale (diagnostics: stale_sets) instead of inferred: bounds latency to about "
+          "model time + this, at the cost of published rate when the model is slower than the cameras "
+          "(0: no limit, every newest set is inferred)")
         d("publish.pointcloud", True, "publish ~/occupancy (PointCloud2)")
         d("publish.markers", True, "publish ~/occupancy_markers (MarkerArray)")
         d("publish.depth", True, "publish ~/depth/<camera> (32FC1)")
@@ -195,7 +199,7 @@ class OccupancyNode(Node):
             return []
 
     _POSITIVE = ("sync.slop", "camera_timeout", "diagnostics_period")
-    _NON_NEGATIVE = ("tf_timeout", "warn_throttle", "rig_tolerance.translation", "rig_tolerance.rotation_deg",
+    _NON_NEGATIVE = ("tf_timeout", "max_queue_wait", "warn_throttle", "rig_tolerance.translation", "rig_tolerance.rotation_deg",
                      "publish.marker_range", "publish.marker_max_count", "publish.marker_period", "publish.depth_width",
                      "publish.depth_height")
 
@@ -225,6 +229,8 @@ class OccupancyNode(Node):
             self._create_publishers()
         if "sync.slop" in names and self._sync is not None:
             self._sync.set_slop(float(self.p("sync.slop")))
+        if "max_queue_wait" in names and self._worker is not None:
+            self._worker.max_wait = float(self.p("max_queue_wait"))
         if "camera_timeout" in names and self.stats is not None:
             self.stats.camera_timeout = float(self.p("camera_timeout"))
         if "warn_throttle" in names:
@@ -306,7 +312,8 @@ class OccupancyNode(Node):
         """Start the worker, subscriptions and the diagnostics timer."""
         self._closing = False
         self._publisher = LatestWorker(self._publish_job, on_error=self._on_worker_error, name="selfocc-publish").start()
-        self._worker = LatestWorker(self._process, on_error=self._on_worker_error).start()
+        self._worker = LatestWorker(self._process, on_error=self._on_worker_error, max_wait=float(self.p("max_queue_wait")),
+                                    on_stale=lambda item, waited: self.stats.on_stale()).start()
         qos = qos_profile_sensor_data if self.p("qos.sensor_data") else QoSProfile(
             depth=int(self.p("qos.depth")), reliability=ReliabilityPolicy.RELIABLE)
         if self.p("qos.sensor_data"):

@@ -220,6 +220,31 @@ def test_worker_drops_old_sets_and_never_blocks_executor(graph_factory):
     assert stamps[-1] in g.out.clouds and not all(s in g.out.clouds for s in stamps)
 
 
+@pytest.mark.parametrize("max_wait", [0.0, 0.2])
+def test_max_queue_wait_drops_sets_that_waited_for_the_running_inference(graph_factory, max_wait):
+    """max_queue_wait 0 (default): a set that arrives while the model runs waits and is inferred
+    next. 0.2 s: that set (waiting ~1 s behind a 1.2 s inference) is dropped as stale, reported in
+    /diagnostics, and the next set, arriving at an idle worker, is inferred at once."""
+    slow = StandInPredictor(delay_s=1.2)
+    g = graph_factory(predictor=slow, num_frames=NUM_FRAMES, params={"max_queue_wait": max_wait})
+    first = g.play(0, wait_output=False)
+    assert spin_until(None, lambda: len(slow.calls) == 1, 5.0)  # the model is running
+    second = g.play(1, wait_output=False)
+    assert spin_until(None, lambda: first in g.out.clouds, 10.0)
+    st = g.node.stats
+    if max_wait:
+        assert spin_until(None, lambda: st.sets_stale == 1, 5.0)
+        time.sleep(0.3)
+        assert second not in g.out.clouds and len(slow.calls) == 1
+        third = g.play(2)  # the worker is idle: not stale
+        assert third in g.out.clouds and st.sets_stale == 1 and len(slow.calls) == 2
+        assert spin_until(None, lambda: (g.out.status("pipeline") is not None and {
+            kv.key: kv.value for kv in g.out.status("pipeline").values}.get("stale_sets") == "1"), 5.0)
+    else:
+        assert spin_until(None, lambda: second in g.out.clouds, 10.0)
+        assert st.sets_stale == 0 and len(slow.calls) == 2
+
+
 def test_bad_checkpoints_fail_configure_naming_the_file(ros_msgs, tmp_path):
     """Missing / unreadable / other-model / other-cameras checkpoints end configure() with a clear error
     (main() turns it into exit status 1: see test_ros_multiprocess)."""

@@ -451,6 +451,37 @@ def test_latest_worker_drops_old_items():
     assert seen == [1, 4] and w.dropped == 2 and w.processed == 2 and w.submitted == 4 and not errors
 
 
+def test_latest_worker_skips_items_that_waited_too_long():
+    """max_wait: an item submitted while the worker was busy, and older than max_wait when the
+    worker comes to it, is skipped (stale) instead of processed; a fresh one is processed."""
+    gate = threading.Event()
+    seen, stale = [], []
+
+    def process(x):
+        if x == 1:
+            gate.wait(5)
+        seen.append(x)
+
+    w = LatestWorker(process, max_wait=0.1, on_stale=lambda item, waited: stale.append((item, waited))).start()
+    w.submit(1)
+    time.sleep(0.05)
+    w.submit(2)  # waits behind 1 ...
+    time.sleep(0.3)  # ... for longer than max_wait
+    gate.set()
+    end = time.monotonic() + 5
+    while not w.idle() and time.monotonic() < end:
+        time.sleep(0.01)
+    w.submit(3)  # the worker is idle: taken at once
+    end = time.monotonic() + 5
+    while 3 not in seen and time.monotonic() < end:
+        time.sleep(0.01)
+    w.stop()
+    assert seen == [1, 3] and w.stale == 1 and w.processed == 2 and w.dropped == 0
+    assert stale[0][0] == 2 and stale[0][1] >= 0.3
+    with pytest.raises(ValueError, match="max_wait"):
+        LatestWorker(process, max_wait=-1.0)
+
+
 def test_latest_worker_survives_exceptions():
     errors, seen = [], []
 
