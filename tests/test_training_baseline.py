@@ -104,6 +104,46 @@ def test_source_offsets_choose_the_anchors_sources():
             LossConfig(source_offsets=bad)
 
 
+def test_anchor_offsets_reach_far_frames_with_the_configured_odds():
+    from selfocc_core.config_io import ConfigError
+    from selfocc_core.losses.config import LossConfig
+    from selfocc_core.training.anchor import choose_anchor_offset
+    from selfocc_core.training.config import load_experiment_config
+
+    g = torch.Generator().manual_seed(0)
+    cfg = LossConfig(anchor_current_prob=0.25, anchor_prev_prob=0.2, anchor_offsets=[-1, 1, 5, 10])
+    have = {-1, 1, 4, 5, 9, 10}
+    n = 8000
+    counts = {}
+    for _ in range(n):
+        o = choose_anchor_offset(cfg, have, g)
+        counts[o] = counts.get(o, 0) + 1
+    assert set(counts) == {0, -1, 1, 5, 10}
+    expect = {0: 0.25, -1: 0.75 * 0.2, 1: 0.75 * 0.8 / 3, 5: 0.75 * 0.8 / 3, 10: 0.75 * 0.8 / 3}
+    for o, p in expect.items():
+        assert abs(counts[o] / n - p) < 0.02, (o, counts[o] / n, p)
+    # a frame the sample lacks (the end of a drive) falls back to the input frame
+    short = [choose_anchor_offset(cfg, {-1, 1}, g) for _ in range(2000)]
+    assert 5 not in short and 10 not in short and abs(short.count(0) / 2000 - (0.25 + 0.75 * 0.8 * 2 / 3)) < 0.04
+    # one side only: every non-current anchor is on it, whatever anchor_prev_prob says
+    future = LossConfig(anchor_current_prob=0.0, anchor_prev_prob=0.9, anchor_offsets=[2, 3])
+    assert {choose_anchor_offset(future, {2, 3}, g) for _ in range(200)} == {2, 3}
+    # the default [-1, 1] draws exactly what the adjacent-only rule drew (same two draws)
+    d = LossConfig()
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for _ in range(200):
+        u = torch.rand(2, generator=g2).tolist()
+        old = 0 if u[0] < d.anchor_current_prob else (-1 if u[1] < d.anchor_prev_prob else 1)
+        assert choose_anchor_offset(d, {-1, 1}, g1) == old
+    for bad in ([], [0, 5], [5, 5]):
+        with pytest.raises(ValueError, match="anchor_offsets"):
+            LossConfig(anchor_offsets=bad)
+    with pytest.raises(ConfigError, match=r"anchor_offsets \[5\] are not in data.context_offsets"):
+        load_experiment_config("tiny_synth", ["loss.anchor_offsets=[-1,1,5]"])
+    ok = load_experiment_config("tiny_synth", ["loss.anchor_offsets=[-1,1,5]", "data.context_offsets=[-1,1,4,5]"])
+    assert ok.loss.anchor_offsets == [-1, 1, 5]
+
+
 def test_trainer_skips_and_counts_pairs_without_baseline(tmp_path):
     torch.set_num_threads(1)
     data = PositionsDataset([(9.0, 10.0, 11.0), (11.0, 11.0, 12.0), (12.0, 12.0, 12.0), (12.0, 12.0, 12.0)])
@@ -121,6 +161,29 @@ def test_trainer_skips_and_counts_pairs_without_baseline(tmp_path):
     t0 = Trainer(micro_config("train.steps=2", "loss.min_source_baseline=0"), data, tmp_path / "run0", ENV,
                  progress=False)
     assert t0.run().pairs["samples_skipped_no_baseline"] == 0
+
+
+class FarContextDataset(Dataset):
+    """Samples of a drive at 1 m per frame with context frames at offsets -1, 1, 4, 5."""
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        return Sample(frame=make_frame(10 + i), context={o: make_frame(10 + i + o) for o in (-1, 1, 4, 5)},
+                      sample_id=f"far-{i}")
+
+
+def test_trainer_renders_far_anchors_from_the_input_frames_field(tmp_path):
+    torch.set_num_threads(1)
+    t = Trainer(micro_config("train.steps=8", "loss.anchor_current_prob=0", "loss.anchor_prev_prob=0",
+                             "loss.anchor_offsets=[-1,1,5]", "data.context_offsets=[-1,1,4,5]"),
+                FarContextDataset(), tmp_path / "run", ENV, progress=False)
+    assert t.run().step == 8
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    offsets = {r["anchor_offset"] for r in logged}
+    assert offsets == {1.0, 5.0}  # the anchor 5 m ahead (source 4) is rendered, and never -1
+    assert all(math.isfinite(r["loss"]) for r in logged)
 
 
 def test_trainer_on_a_standing_ego_fails_clearly(tmp_path):

@@ -10,7 +10,7 @@ For each sample (batch of one, in dataset order):
   the same voxels and rays, in two clearly separate sections: ``model_box`` (the GT voxels
   whose centres lie inside the model's own box; outside it the field is free by
   construction) and ``benchmark_grid`` (the whole GT grid, what papers score). RayIoU origins:
-  the rig centre (mean camera position) of the sample's frame and of its context frames,
+  the rig centre (mean camera position) of the sample's frame and of its adjacent context frames,
   expressed in the sample's ego frame;
 - depth: the rendered per-camera depth vs ``gt.depth`` (LiDAR or rendered z-depth), and
   ``depth_ranges`` (depth_ranges.py): scores per GT range bin without the cap, the share of
@@ -97,10 +97,11 @@ def _adjacent(prev: dict, T_world_ego: torch.Tensor, timestamp: float, cfg: Eval
 
 def rig_origins(sample) -> torch.Tensor:
     """RayIoU origins ``[T, 3]``: the rig centre (mean camera position) of the sample's frame and
-    of each context frame, in the sample's ego frame (unbatched sample)."""
+    of its adjacent context frames (offsets -1, +1), in the sample's ego frame (unbatched sample).
+    Only the adjacent ones: the score must not change with a recipe's far anchor frames."""
     T_ego_world = invert_transform(sample.frame.T_world_ego.double().cpu())
     out = []
-    for f in [sample.frame, *(sample.context[k] for k in sorted(sample.context))]:
+    for f in [sample.frame, *(sample.context[k] for k in sorted(sample.context) if abs(k) == 1)]:
         centre = f.T_ego_cam[..., :3, 3].double().cpu().reshape(-1, 3).mean(0)
         p = T_ego_world @ f.T_world_ego.double().cpu() @ torch.cat([centre, centre.new_ones(1)])
         out.append(p[:3])

@@ -68,7 +68,14 @@ class LossConfig:
     """Probability of rendering the input frame itself (offset 0) as the anchor; otherwise an
     adjacent frame is the anchor (its cameras expressed in the input frame's ego frame)."""
     anchor_prev_prob: float = 0.5
-    """Given an adjacent anchor, the probability it is the previous (-1) rather than next (+1)."""
+    """Given an anchor other than the input frame, the probability it lies in the past (a negative
+    offset of `anchor_offsets`) rather than the future (a positive one)."""
+    anchor_offsets: list[int] = field(default_factory=lambda: [-1, 1])
+    """Frame offsets an anchor other than the input frame may take, uniformly within the side
+    `anchor_prev_prob` picked (each must be in `data.context_offsets`). Anchors further along the
+    drive render the input frame's field from where its far scenery is near (the official code
+    draws anchors displaced 0.4-30 m): under forward motion the far range gets the parallax the
+    near range has. [-1, 1]: the adjacent frames only."""
     source_offsets: list[int] = field(default_factory=lambda: [-1, 1])
     """Source frames of an anchor at offset a: the sample's frames at a + o for o in this list
     (those the sample has; `data.context_offsets` decides which frames it has). Wider offsets
@@ -93,6 +100,8 @@ class LossConfig:
                 raise ValueError(f"LossConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.source_offsets or 0 in self.source_offsets or len(set(self.source_offsets)) != len(self.source_offsets):
             raise ValueError(f"LossConfig.source_offsets must be distinct non-zero frame offsets, got {self.source_offsets}")
+        if not self.anchor_offsets or 0 in self.anchor_offsets or len(set(self.anchor_offsets)) != len(self.anchor_offsets):
+            raise ValueError(f"LossConfig.anchor_offsets must be distinct non-zero frame offsets, got {self.anchor_offsets}")
         if self.min_source_baseline < 0:
             raise ValueError(f"LossConfig.min_source_baseline must be >= 0 (metres), got {self.min_source_baseline}")
         for name in ("eikonal_points", "hessian_points", "sparsity_points"):

@@ -1,7 +1,8 @@
 """Anchor-frame sampling: which frame's cameras are rendered, and which frames are its sources.
 
 The field always lives in the input frame's ego frame (``ego0``). The anchor is the input
-frame (offset 0) or an adjacent frame (+-1); its cameras are expressed in ego0 as
+frame (offset 0) or another frame of the sample (``LossConfig.anchor_offsets``, by default the
+adjacent ones +-1); its cameras are expressed in ego0 as
 ``T_ego0_camA = inv(T_world_ego0) @ T_world_egoA @ T_egoA_camA``. The sources are the anchor's
 temporal neighbours that the sample holds (anchor 0: -1 and +1; anchor +1: 0 and +2).
 
@@ -37,12 +38,22 @@ def rig_in_input_frame(frame: Frame, T_world_ego0: Tensor) -> RigView:
 
 
 def choose_anchor_offset(cfg: LossConfig, available: set[int], generator: Optional[torch.Generator] = None) -> int:
-    """0 with probability ``anchor_current_prob``, else -1 (prob ``anchor_prev_prob``) or +1;
-    falls back to 0 when the chosen neighbour is not in the sample."""
+    """0 with probability ``anchor_current_prob``, else one of ``anchor_offsets``: a negative one
+    with probability ``anchor_prev_prob`` (a positive one otherwise), uniformly within that side
+    (the side that has offsets when only one has); falls back to 0 when the chosen offset is not in
+    the sample (the ends of a sequence). Two uniform draws per call whatever the offsets."""
     u = torch.rand(2, generator=generator).tolist()
     if u[0] < cfg.anchor_current_prob:
         return 0
-    offset = -1 if u[1] < cfg.anchor_prev_prob else 1
+    past = sorted((o for o in cfg.anchor_offsets if o < 0), reverse=True)  # nearest first
+    future = sorted(o for o in cfg.anchor_offsets if o > 0)
+    p = cfg.anchor_prev_prob if past and future else float(bool(past))
+    # one draw picks the side and, rescaled to [0, 1), the offset within it
+    if u[1] < p:
+        side, v = past, u[1] / p
+    else:
+        side, v = future, (u[1] - p) / (1.0 - p)
+    offset = side[min(int(v * len(side)), len(side) - 1)]
     return offset if offset in available else 0
 
 

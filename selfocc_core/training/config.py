@@ -129,6 +129,12 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Training loop."""
 
+    def __post_init__(self):
+        missing = [o for o in self.loss.anchor_offsets if o not in self.data.context_offsets]
+        if missing:
+            raise ValueError(f"loss.anchor_offsets {missing} are not in data.context_offsets "
+                             f"{self.data.context_offsets}: the sample would not hold those anchor frames")
+
 
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
