@@ -25,6 +25,10 @@ Phases (one node, one process pair):
    (a set waiting for the running inference) is reported on its own.
 3. stress: --stress-frames at --rate: sets dropped, latency p95, the node process's RSS sampled
    every 50 frames (flat after warm-up = no growth).
+
+Node settings under test: --max-queue-wait (parameter max_queue_wait: a set that waited longer
+for the running inference is dropped as stale, reported as sets_stale beside published_rate_hz:
+latency against rate) and --row-step (resize.row_step: 0 auto, 1 the exact downscale).
 """
 
 from __future__ import annotations
