@@ -315,6 +315,9 @@ def phase_summary(tim: list[dict], robot: dict, dropped: int, results_dropped: i
         "latency_stamp_to_published_ms": _stats(lat),
         "latency_minus_fixture_publish_ms": _stats(lat_net),
         "latency_minus_model_ms": _stats(t["latency_s"] - t["model_s"] for t in tim),
+        # per set: what the node adds (queue wait, transport, callbacks, assembly, publishing) on top of the model
+        "latency_minus_fixture_publish_and_model_ms": _stats(
+            t["latency_s"] - pub_by_stamp.get(t["stamp_ns"], 0.0) - t["model_s"] for t in tim),
         "latency_stamp_to_cloud_received_ms": _stats(
             (robot["cloud_wall_ns"][s] - s) / 1e9 for s in robot["stamps"] if s in robot["cloud_wall_ns"]),
     }
@@ -467,7 +470,8 @@ def main(argv=None) -> int:
         result["stress"] = {k: s[k] for k in ("sets_sent", "published", "sets_dropped", "sets_stale", "published_rate_hz",
                                               "results_dropped",
                                               "input_errors", "input_errors_by_kind", "sets_incomplete", "input_rate_hz", "latency_stamp_to_published_ms",
-                                              "latency_minus_fixture_publish_ms", "latency_minus_model_ms", "arrival_lag_ms", "queue_wait_ms",
+                                              "latency_minus_fixture_publish_ms", "latency_minus_model_ms",
+                                              "latency_minus_fixture_publish_and_model_ms", "arrival_lag_ms", "queue_wait_ms",
                                               "fixture_publish_ms", "fixture_process_cpu_ms_per_set", "node_cpu_ms_per_set_by_thread",
                                               "node_page_faults_per_set",
                                               "rss_mb", "rss_mb_samples_every_50_sets",
