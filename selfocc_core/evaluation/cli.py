@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         predictor = OccupancyPredictor.from_checkpoint(args.ckpt, device=device, depth_stride=args.depth_stride)
-        data_cfg = dataclasses.replace(predictor.config.data, load_gt=True, require_context=False)
+        # scoring needs only the adjacent context frames (RayIoU origins), not a recipe's far anchors
+        data_cfg = dataclasses.replace(predictor.config.data, load_gt=True, require_context=False,
+                                       context_offsets=[o for o in predictor.config.data.context_offsets if abs(o) == 1])
         if args.image_size is not None:
             h, _, w = args.image_size.lower().partition("x")
             if not (h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0):
