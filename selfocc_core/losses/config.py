@@ -76,17 +76,6 @@ class LossConfig:
     drive render the input frame's field from where its far scenery is near (the official code
     draws anchors displaced 0.4-30 m): under forward motion the far range gets the parallax the
     near range has. [-1, 1]: the adjacent frames only."""
-    anchor_teacher_weight: float = 0.0
-    """Not in SelfOcc (a per-sequence aid, training/README.md): for an anchor other than the input
-    frame, the field lifted from the anchor frame's own images renders the same rays (no gradient);
-    where it puts an opaque surface within `anchor_teacher_max_depth` of the anchor camera, its
-    depth is the target of the input frame's field on that ray (|log depth ratio|). Near range is
-    what self-supervision resolves best, so a far anchor hands the input frame's far range the
-    accuracy of its own near range. 0 = off."""
-    anchor_teacher_max_depth: float = 15.0
-    """Metres (anchor camera z): the teacher's depths used as targets."""
-    anchor_teacher_min_accumulation: float = 0.9
-    """Rendering-weight sum the teacher's ray must reach inside its box to count as a surface."""
     source_offsets: list[int] = field(default_factory=lambda: [-1, 1])
     """Source frames of an anchor at offset a: the sample's frames at a + o for o in this list
     (those the sample has; `data.context_offsets` decides which frames it has). Wider offsets
@@ -106,11 +95,7 @@ class LossConfig:
                      "sparsity_weight", "prior_weight", "free_space_weight", "smoothness_weight", "semantic_weight", "sparsity_tau"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.anchor_teacher_weight < 0 or self.anchor_teacher_max_depth <= 0:
-            raise ValueError(f"LossConfig: need anchor_teacher_weight >= 0 and anchor_teacher_max_depth > 0, got "
-                             f"{self.anchor_teacher_weight}, {self.anchor_teacher_max_depth}")
-        for name in ("ssim_alpha", "min_valid_weight", "anchor_current_prob", "anchor_prev_prob",
-                     "anchor_teacher_min_accumulation"):
+        for name in ("ssim_alpha", "min_valid_weight", "anchor_current_prob", "anchor_prev_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"LossConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.source_offsets or 0 in self.source_offsets or len(set(self.source_offsets)) != len(self.source_offsets):

@@ -25,17 +25,6 @@ def rgb_loss(pred: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Ten
     return (err * m).sum() / m.sum().clamp_min(1.0)
 
 
-def teacher_depth_loss(depth: Tensor, target: Tensor) -> Tensor:
-    """Mean |log depth - log target| over the rays with a target (``target > 0``); ``[B, R]`` each.
-    0 (still differentiable) when no ray has one."""
-    if depth.shape != target.shape:
-        raise ValueError(f"teacher_depth_loss: depth {tuple(depth.shape)} vs target {tuple(target.shape)}")
-    m = target > 0
-    if not bool(m.any()):
-        return depth.sum() * 0.0
-    return (depth[m].clamp_min(1e-3).log() - target[m].log()).abs().mean()
-
-
 def semantic_loss(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_LABEL) -> Tensor:
     """Cross-entropy of rendered logits ``[B, R, C]`` vs 2D segmentor labels ``[B, R]`` (long).
 

@@ -21,7 +21,7 @@ from selfocc_core.losses.regularizers import (
     prior_loss,
     sparsity_loss,
 )
-from selfocc_core.losses.rendering_losses import rgb_loss, semantic_loss, teacher_depth_loss
+from selfocc_core.losses.rendering_losses import rgb_loss, semantic_loss
 from selfocc_core.losses.reprojection import RigView, rays_to_images, reprojection_loss
 from selfocc_core.rendering.types import RayBundle, RenderOutputs
 
@@ -39,8 +39,6 @@ class LossInputs:
     random_sdf: [*] SDF at uniformly random points (sparsity, prior), or None
     random_prior: [*] the model's initial SDF at the same points (prior term), or None
     seg_labels: [B, R] long 2D segmentor labels at the rays (255 = ignore), or None
-    teacher_depth: [B, R] z-depth the anchor frame's own field renders on the same rays where it
-        is near and opaque (0 elsewhere; `LossConfig.anchor_teacher_weight`), or None
     """
 
     target_rgb: Tensor
@@ -53,7 +51,6 @@ class LossInputs:
     random_sdf: Optional[Tensor] = None
     random_prior: Optional[Tensor] = None
     seg_labels: Optional[Tensor] = None
-    teacher_depth: Optional[Tensor] = None
 
 
 @dataclass
@@ -115,11 +112,6 @@ def compute_losses(cfg: LossConfig, inp: LossInputs) -> LossTerms:
         terms["smoothness"], weights["smoothness"] = edge_aware_smoothness(depth_img, rgb_img), cfg.smoothness_weight
     if cfg.semantic_weight > 0 and inp.seg_labels is not None and render.semantics is not None:
         terms["semantic"], weights["semantic"] = semantic_loss(render.semantics, inp.seg_labels), cfg.semantic_weight
-
-    if cfg.anchor_teacher_weight > 0 and inp.teacher_depth is not None:
-        terms["anchor_teacher"] = teacher_depth_loss(render.depth, inp.teacher_depth)
-        weights["anchor_teacher"] = cfg.anchor_teacher_weight
-        stats["anchor_teacher_ray_fraction"] = float((inp.teacher_depth > 0).float().mean())
 
     if not terms:
         raise ValueError("compute_losses: every loss term is disabled or lacks its inputs")

@@ -124,22 +124,6 @@ def generate_rays(K: Tensor, T_ego_cam: Tensor, image_size: tuple[int, int], str
                      valid=valid, grid_shape=(h, w))
 
 
-def rays_in_frame(rays: RayBundle, T_new_old: Tensor, box: VoxelGridSpec, min_near: float = 0.1) -> RayBundle:
-    """The same rays (same pixels, same cameras) expressed in another ego frame, ``T_new_old
-    [B, 4, 4]`` (old ego frame -> new), and clipped to ``box`` there: e.g. an anchor frame's rays,
-    generated in the input frame's ego frame, for the field lifted from the anchor frame itself.
-    Distances along a ray and its camera z-depth are unchanged by the rigid move."""
-    R_, t_ = T_new_old[:, None, :3, :3], T_new_old[:, None, :3, 3]
-    origins = (R_ @ rays.origins.unsqueeze(-1)).squeeze(-1) + t_
-    directions = (R_ @ rays.directions.unsqueeze(-1)).squeeze(-1)
-    t_in, t_out = ray_box_intersection(origins, directions, box.lower, box.upper)
-    near = t_in.clamp(min=min_near)
-    valid = t_out > near
-    far = torch.where(valid, t_out, near + 1e-3)
-    return RayBundle(origins=origins, directions=directions, z_per_unit=rays.z_per_unit, near=near, far=far,
-                     camera_index=rays.camera_index, pixels=rays.pixels, valid=valid, grid_shape=rays.grid_shape)
-
-
 def sample_along_rays(near: Tensor, far: Tensor, num_samples: int, stratified: bool,
                       spacing: Literal["uniform", "disparity", "log"] = "uniform",
                       generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:

@@ -38,8 +38,7 @@ from selfocc_core.losses.reprojection import sample_at_pixels
 from selfocc_core.losses.total import LossInputs, compute_losses
 from selfocc_core.model.field import prior_sdf
 from selfocc_core.model.selfocc import SelfOccModel
-from selfocc_core.geometry.transforms import invert_transform
-from selfocc_core.rendering.ray_sampler import generate_rays, ray_grid_shape, rays_in_frame
+from selfocc_core.rendering.ray_sampler import generate_rays, ray_grid_shape
 from selfocc_core.training import distributed as D
 from selfocc_core.training.anchor import anchor_views, choose_anchor_offset, frames_by_offset, usable_anchor_offset
 from selfocc_core.training.checkpoint import (
@@ -76,7 +75,6 @@ class Objective(nn.Module):
         if sample.gt is not None:
             raise ValueError("Objective: the sample still carries ground truth; call sample.without_gt() first")
         cfg, lc = self.cfg, self.cfg.loss
-        direct = field_ is not None  # one field given for the whole scene (no per-frame lifting)
         if field_ is None:
             field_ = self.model(sample.frame)
         # Poses and rays in fp32 even under bf16 autocast (bf16 matmuls would move a camera 50 m
@@ -88,9 +86,6 @@ class Objective(nn.Module):
             stride = cfg.model.ray_stride
             rays = generate_rays(rig.K, rig.T_ego0_cam, image_size, stride, random_offset=True, box=cfg.model.scene,
                                  min_near=cfg.model.min_near)
-        teacher_depth = None
-        if lc.anchor_teacher_weight > 0 and anchor_offset != 0 and not direct:
-            teacher_depth = self.anchor_teacher_depth(views, rays, sample.frame.T_world_ego)
         render = self.model.render(field_, rays)
         h, w = ray_grid_shape(image_size, stride)
         N = rig.images.shape[1]
@@ -123,32 +118,12 @@ class Objective(nn.Module):
                 gradients=None if gradients is None else gradients.float(),
                 hessian=None if hessian is None else hessian.float(),
                 random_sdf=None if random_sdf is None else random_sdf.float(), random_prior=random_prior,
-                seg_labels=seg, teacher_depth=teacher_depth))
+                seg_labels=seg))
         depth = render.depth.detach().reshape(B, N, h, w)
         usable = views.usable
         return {"total": terms.total, "terms": terms.terms, "stats": terms.stats, "depth": depth,
                 "anchor_rgb": target.detach().reshape(B, N, h, w, 3),
                 "pairs": (int(usable.numel()), int((~usable).sum()))}
-
-
-    @torch.no_grad()
-    def anchor_teacher_depth(self, views, rays, T_world_ego0: Tensor) -> Tensor:
-        """``[B, R]`` targets of `LossConfig.anchor_teacher_weight`: the field lifted from the anchor
-        frame's own images renders the anchor's rays (moved into the anchor's ego frame, clipped to
-        its box); its z-depth where the ray is opaque (accumulation >= min) within max_depth and the
-        input frame's field can reach that point on the ray, else 0."""
-        cfg, lc = self.cfg, self.cfg.loss
-        teacher = self.model(views.anchor)
-        with torch.autocast(device_type=rays.origins.device.type, enabled=False):
-            T_egoA_ego0 = invert_transform(views.anchor.T_world_ego.float()) @ T_world_ego0.float()
-            rays_a = rays_in_frame(rays, T_egoA_ego0, cfg.model.scene, cfg.model.min_near)
-        out = self.model.render(teacher, rays_a, stratified=False, return_samples=False)
-        depth, acc, dist = out.depth.float(), out.accumulation.float(), out.distance.float()
-        ok = rays_a.valid & (acc >= lc.anchor_teacher_min_accumulation) & (depth <= lc.anchor_teacher_max_depth)
-        if rays.valid is not None:
-            ok &= rays.valid
-        ok &= (dist > rays.near) & (dist < rays.far)
-        return torch.where(ok, depth, torch.zeros_like(depth))
 
 
 # --------------------------------------------------------------------------------------------
