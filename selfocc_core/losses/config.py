@@ -65,8 +65,8 @@ class LossConfig:
     """Cross-entropy of rendered semantics vs the frame's 2D segmentor labels (used only when
     the frame has seg_labels and the model has a semantic head)."""
     anchor_current_prob: float = 0.333
-    """Probability of rendering the input frame itself (offset 0) as the anchor; otherwise an
-    adjacent frame is the anchor (its cameras expressed in the input frame's ego frame)."""
+    """Probability of rendering the input frame itself (offset 0) as the anchor; otherwise a frame
+    of `anchor_offsets` is the anchor (its cameras expressed in the input frame's ego frame)."""
     anchor_prev_prob: float = 0.5
     """Given an anchor other than the input frame, the probability it lies in the past (a negative
     offset of `anchor_offsets`) rather than the future (a positive one)."""
