@@ -20,6 +20,7 @@ from torch import Tensor
 
 from selfocc_core.data.sample import Frame
 from selfocc_core.geometry.transforms import invert_transform
+from selfocc_core.geometry.camera import scale_intrinsics
 from selfocc_ros import compat
 from selfocc_ros import conversions as conv
 
@@ -95,11 +96,16 @@ def row_step_for(in_height: int, out_height: int, row_step: int = ROW_STEP_AUTO)
     Even steps are refused: no offset puts a kept row at the centre of an even group, so the
     result would be shifted by half an input row.
     """
-    if row_step == ROW_STEP_AUTO:
+    if check_row_step(row_step) == ROW_STEP_AUTO:
         k = int(in_height / max(1, out_height) / 4.0)
         return max(1, k if k % 2 else k - 1)
-    if row_step < 1 or row_step % 2 == 0:
-        raise ValueError(f"row_step must be 0 (auto) or an odd step >= 1, got {row_step}")
+    return row_step
+
+
+def check_row_step(row_step: int, name: str = "row_step") -> int:
+    """``row_step`` itself when it is ``ROW_STEP_AUTO`` (0) or an odd step >= 1, else ValueError naming ``name``."""
+    if row_step != ROW_STEP_AUTO and (row_step < 1 or row_step % 2 == 0):
+        raise ValueError(f"{name} must be 0 (auto) or an odd step >= 1, got {row_step}")
     return row_step
 
 
@@ -181,8 +187,6 @@ def images_to_network_input(images: Sequence[np.ndarray], bgr: Sequence[bool], K
                             device: str | torch.device = "cpu", row_step: int = 1) -> tuple[Tensor, Tensor]:
     """N decoded ``[H, W, 3] uint8`` images (views allowed) -> (``[N, 3, h, w]`` float32 in [0, 1]
     on ``device``, ``K [N, 3, 3]`` float32 scaled to (h, w)), each image by :func:`downscale_image`."""
-    from selfocc_core.geometry.camera import scale_intrinsics
-
     H, W = images[0].shape[:2]
     h, w = size or (H, W)
     out = network_images([downscale_uint8(img, swap, size, device, row_step) for img, swap in zip(images, bgr)])
@@ -319,12 +323,8 @@ def assemble_frame(
     H, W = items[0].full_hw
     h, w = images_t.shape[-2:]
     K = np.stack(Ks).astype(np.float64)
-    if (h, w) != (H, W):  # geometry.camera.scale_intrinsics, in numpy (the same float64 arithmetic)
-        sx, sy = w / W, h / H
-        K[:, 0, :2] *= sx
-        K[:, 1, 1] *= sy
-        K[:, 0, 2] = (K[:, 0, 2] + 0.5) * sx - 0.5
-        K[:, 1, 2] = (K[:, 1, 2] + 0.5) * sy - 0.5
+    if (h, w) != (H, W):  # in numpy: no torch op (and its thread pool) in the worker's assembly
+        K = scale_intrinsics(K, w / W, h / H)
     frame = Frame(
         images=images_t,
         K=torch.from_numpy(K).float().to(dev),

@@ -71,6 +71,7 @@ from selfocc_ros.node_logic import (
     WarnThrottle,
     assemble_frame,
     check_predictor_cameras,
+    check_row_step,
     compare_rig,
     default_device,
     load_predictor,
@@ -276,9 +277,7 @@ class OccupancyNode(Node):
                          transport == "compressed", self.p(f"cameras.{n}.frame_id"))
             for n in names
         ]
-        self._row_step = int(self.p("resize.row_step"))
-        if self._row_step != 0 and (self._row_step < 1 or self._row_step % 2 == 0):
-            raise ValueError(f"parameter resize.row_step must be 0 (auto) or an odd step >= 1, got {self._row_step}")
+        self._row_step = check_row_step(int(self.p("resize.row_step")), "parameter resize.row_step")
         self.stats = NodeStats([c.name for c in self.cameras], float(self.p("camera_timeout")))
         self.throttle.period = float(self.p("warn_throttle"))
         self._configured = True

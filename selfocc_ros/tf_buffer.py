@@ -89,15 +89,6 @@ def _to_matrix(translation: np.ndarray, quat_wxyz: np.ndarray) -> np.ndarray:
         [0.0, 0.0, 0.0, 1.0]])
 
 
-def _invert_rigid(T: np.ndarray) -> np.ndarray:
-    out = np.empty((4, 4))
-    Rt = T[:3, :3].T
-    out[:3, :3] = Rt
-    out[:3, 3] = -Rt @ T[:3, 3]
-    out[3] = (0.0, 0.0, 0.0, 1.0)
-    return out
-
-
 def time_to_ns(t) -> int:
     """int ns, rclpy Time (``.nanoseconds``) or builtin_interfaces/Time -> int ns."""
     if isinstance(t, bool):
@@ -302,7 +293,9 @@ class TransformBuffer:
         T_anc_target = up(down_t)
         if T_anc_target is None:  # the target is the common ancestor (e.g. odom <- camera)
             return (np.eye(4) if T_anc_source is None else T_anc_source.copy()), t
-        T_target_anc = _invert_rigid(T_anc_target)
+        from selfocc_core.geometry.transforms import invert_transform
+
+        T_target_anc = invert_transform(T_anc_target)
         return (T_target_anc if T_anc_source is None else T_target_anc @ T_anc_source), t
 
     def lookup_matrix(self, target_frame: str, source_frame: str, time=0, timeout: float = 0.0) -> np.ndarray:

@@ -80,6 +80,10 @@ def test_scale_intrinsics_hand_values():
     expected = torch.tensor([[50.0, 0.0, 24.75], [0.0, 25.0, 9.625], [0.0, 0.0, 1.0]])
     assert torch.allclose(K, expected)
     assert K0[0, 2] == 50.0  # input untouched
+    # a numpy array (the node's worker) gets the same values back as a numpy array, input untouched
+    K_np0 = K0.double().numpy()
+    K_np = scale_intrinsics(K_np0, 0.5, 0.25)
+    assert isinstance(K_np, np.ndarray) and np.allclose(K_np, expected.double().numpy()) and K_np0[0, 2] == 50.0
 
 
 def test_scale_intrinsics_matches_interpolate():

@@ -10,13 +10,14 @@ import torch
 from torch import Tensor
 
 
-def scale_intrinsics(K: Tensor, sx: float, sy: float) -> Tensor:
-    """Intrinsics ``(*, 3, 3)`` after resizing an image by (sx, sy) = (new_w/old_w, new_h/old_h).
+def scale_intrinsics(K, sx: float, sy: float):
+    """Intrinsics ``(*, 3, 3)`` (a tensor or a numpy array; the same type back) after resizing an
+    image by (sx, sy) = (new_w/old_w, new_h/old_h).
 
     Uses the pixel-centre-aligned mapping u' = (u + 0.5) * sx - 0.5, matching
     ``F.interpolate(..., align_corners=False)``.
     """
-    K = K.clone()
+    K = K.clone() if isinstance(K, Tensor) else K.copy()
     K[..., 0, 0] *= sx
     K[..., 0, 1] *= sx
     K[..., 1, 1] *= sy
