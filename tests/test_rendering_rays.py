@@ -7,6 +7,9 @@ import torch
 
 from selfocc_core.geometry.voxel_grid import VoxelGridSpec
 from selfocc_core.rendering.ray_sampler import (
+    bin_edges,
+    merge_samples,
+    sample_pdf,
     generate_rays,
     ray_box_intersection,
     ray_grid_pixels,
@@ -119,3 +122,29 @@ def test_sample_along_rays_uniform_disparity_and_stratified():
         sample_along_rays(near, far, 4, False, "cubic")
     with pytest.raises(ValueError, match="near > 0"):
         sample_along_rays(torch.zeros(1, 2), far, 4, False, "log")
+
+
+def test_sample_pdf_follows_the_weights_and_merge_keeps_the_ray_covered():
+    near, far = torch.tensor([[1.0, 2.0]]), torch.tensor([[10.0, 20.0]])
+    edges = bin_edges(near, far, 9, "uniform")
+    w = torch.zeros(1, 2, 9)
+    w[0, 0, 4] = 1.0  # all of ray 0's weight in its bin [5, 6)
+    w[0, 1, 2], w[0, 1, 6] = 0.25, 0.75  # ray 1: a quarter in [6, 8), three quarters in [14, 16)
+    f = sample_pdf(edges, w, 16, stratified=False)
+    assert f.shape == (1, 2, 16)
+    assert ((f[0, 0] > 5.0) & (f[0, 0] < 6.0)).all()
+    assert ((f[0, 1] > 6.0) & (f[0, 1] < 8.0)).sum() == 4 and ((f[0, 1] > 14.0) & (f[0, 1] < 16.0)).sum() == 12
+    assert (f[..., 1:] >= f[..., :-1]).all()
+    g = torch.Generator().manual_seed(0)
+    fs = sample_pdf(edges.expand(200, 2, 10), w.expand(200, 2, 9), 8, stratified=True, generator=g)
+    assert ((fs[:, 0] > 5.0) & (fs[:, 0] < 6.0)).all() and fs[:, 0].std(0).min() > 0.02  # jitter within each 1/8 of the CDF
+    # a ray with no weight samples its bins uniformly
+    flat = sample_pdf(edges, torch.zeros(1, 2, 9), 9, stratified=False)
+    torch.testing.assert_close(flat[0, 0], torch.arange(9.0) + 1.5, atol=1e-3, rtol=0)
+    t_c, _ = sample_along_rays(near, far, 9, False)
+    t, d = merge_samples(t_c, f, near, far)
+    assert t.shape == (1, 2, 25) and (t[..., 1:] >= t[..., :-1]).all()
+    torch.testing.assert_close(d.sum(-1), far - near)
+    assert (d >= 0).all()
+    with pytest.raises(ValueError, match="do not bound"):
+        sample_pdf(edges[..., :-1], w, 4, False)

@@ -26,6 +26,7 @@ import bisect
 import dataclasses
 import json
 import sys
+import time
 
 import torch
 from torch.utils.data import ConcatDataset
@@ -36,7 +37,7 @@ from selfocc_core.model.selfocc import SelfOccModel
 from selfocc_core.rendering.ray_sampler import generate_rays
 from selfocc_core.training.checkpoint import save_checkpoint
 from selfocc_core.training.config import load_experiment_config
-from selfocc_core.training.data import open_data
+from selfocc_core.training.data import eval_spec_and_split, open_data
 from selfocc_core.training.schedule import build_optimizer, build_scheduler
 from selfocc_core.training.trainer import evaluate, gt_depth_at_rays
 
@@ -90,17 +91,24 @@ def with_gt_depth(dataset, idx: int):
     return dataclasses.replace(sample, gt=GroundTruth(depth=depth))
 
 
+def _eval_spec(args) -> tuple[str, str]:
+    """(spec, split) of the evaluation data, as the trainer's --eval-data ('same' = per sequence)."""
+    return eval_spec_and_split(args.eval_data, args.data)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="tiny_synth")
     ap.add_argument("--data", default="synthetic", help="training data (needs GT depth), as for selfocc train")
-    ap.add_argument("--eval-data", default="", help="held-out data; default: --data, split val")
+    ap.add_argument("--eval-data", default="", help="held-out data; default: --data, split val; 'same': the training recording itself")
     ap.add_argument("--loss", choices=("proposals", "expected"), default="proposals",
                     help="per-proposal errors averaged with the weights (MVS analogue) or error of the expected depth")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--eval-interval", type=int, default=250)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-minutes", type=float, default=0.0,
+                    help="stop training after this wall time (then the final evaluation), as train.max_wall_minutes")
     ap.add_argument("--save", default="", metavar="PT", help="write the trained model as a checkpoint (selfocc eval/demo read it)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -110,14 +118,18 @@ def main(argv=None) -> int:
     synthetic = str(args.data).startswith("synthetic")
     # synthetic training streets: GT depth straight from the renderer (no occupancy / visibility GT)
     train_set = open_data(args.data, dataclasses.replace(cfg.data, load_gt=not synthetic), "train")
-    eval_set = open_data(args.eval_data or args.data, data_cfg, "val")
+    eval_spec, eval_split = _eval_spec(args)
+    eval_set = open_data(eval_spec, data_cfg, eval_split)
     model = SelfOccModel(cfg.model)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, args.steps)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     device = torch.device("cpu")
+    t_start = time.time()
     for step in range(args.steps + 1):
-        if step % args.eval_interval == 0 or step == args.steps:
+        if args.max_minutes > 0 and time.time() - t_start > 60.0 * args.max_minutes:
+            args.steps = step  # out of time: evaluate and save this step as the last
+        if (args.eval_interval > 0 and step % args.eval_interval == 0) or step == args.steps:
             metrics = evaluate(model, eval_set, cfg, device, cfg.train.eval_samples)
             print(json.dumps({"step": step, **{k: round(v, 4) for k, v in metrics.items()}}), flush=True)
         if step == args.steps:

@@ -31,6 +31,7 @@ import dataclasses
 import json
 import math
 import sys
+import time
 
 import torch
 from torch import Tensor
@@ -43,7 +44,7 @@ from selfocc_core.model.field import SceneField, sample_volume
 from selfocc_core.model.selfocc import SelfOccModel
 from selfocc_core.training.checkpoint import save_checkpoint
 from selfocc_core.training.config import load_experiment_config
-from selfocc_core.training.data import open_data
+from selfocc_core.training.data import eval_spec_and_split, open_data
 from selfocc_core.training.schedule import build_optimizer, build_scheduler
 from selfocc_core.training.trainer import evaluate
 
@@ -170,24 +171,32 @@ def _print(step, metrics):
     print(json.dumps({"step": step, **{k: round(v, 4) for k, v in metrics.items()}}), flush=True)
 
 
+def _eval_spec(args) -> tuple[str, str]:
+    """(spec, split) of the evaluation data, as the trainer's --eval-data ('same' = per sequence)."""
+    return eval_spec_and_split(args.eval_data, args.data)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("mode", choices=("representation", "supervised"))
     ap.add_argument("--config", default="tiny_synth")
     ap.add_argument("--data", default="synthetic", help="training data, as for selfocc train")
-    ap.add_argument("--eval-data", default="", help="held-out data; default: --data, split val")
+    ap.add_argument("--eval-data", default="", help="held-out data; default: --data, split val; 'same': the training recording itself")
     ap.add_argument("--sharpness", type=float, default=64.0, help="representation: NeuS sharpness s (1/m)")
     ap.add_argument("--steps", type=int, default=1000, help="supervised: optimiser steps")
     ap.add_argument("--eval-interval", type=int, default=250)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-minutes", type=float, default=0.0,
+                    help="stop training after this wall time (then the final evaluation), as train.max_wall_minutes")
     ap.add_argument("--save", default="", metavar="PT", help="supervised: write the trained model as a checkpoint")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = load_experiment_config(args.config, args.set)
     torch.manual_seed(cfg.train.seed)
     device = torch.device("cpu")
-    eval_set = open_data(args.eval_data or args.data, dataclasses.replace(cfg.data, load_gt=True), "val")
+    eval_spec, eval_split = _eval_spec(args)
+    eval_set = open_data(eval_spec, dataclasses.replace(cfg.data, load_gt=True), eval_split)
     try:
         if args.mode == "representation":
             _print(0, representation_bound(cfg, eval_set, args.sharpness, device))
@@ -199,8 +208,11 @@ def main(argv=None) -> int:
         scheduler = build_scheduler(optimizer, cfg.optim, args.steps)
         gen = torch.Generator().manual_seed(cfg.train.seed)
         targets: dict[int, Tensor] = {}
+        t_start = time.time()
         for step in range(args.steps + 1):
-            if step % args.eval_interval == 0 or step == args.steps:
+            if args.max_minutes > 0 and time.time() - t_start > 60.0 * args.max_minutes:
+                args.steps = step  # out of time: evaluate and save this step as the last
+            if (args.eval_interval > 0 and step % args.eval_interval == 0) or step == args.steps:
                 _print(step, evaluate(model, eval_set, cfg, device, cfg.train.eval_samples))
             if step == args.steps:
                 break

@@ -83,6 +83,12 @@ class ModelConfig:
     sample_spacing: Literal["uniform", "disparity", "log"] = "uniform"
     """Sample spacing between near and far: uniform in distance, in inverse distance, or in log
     distance (the same relative step (far/near)^(1/S) at every range: what AbsRel measures)."""
+    importance_samples: int = 0
+    """Extra samples per ray placed where a first, gradient-free pass over the ``num_samples``
+    samples puts its NeuS weight (NeRF/NeuS hierarchical sampling); both sets are rendered
+    together, so every ray has ``num_samples + importance_samples`` depth proposals. 0 = off (the
+    official SelfOcc code has no importance stage). The MVS-embedded loss can only place a surface
+    at a sample, so proposals concentrated near the surface locate it more finely per sample."""
     ray_stride: int = 8
     """Ray grid stride in pixels (one ray per stride x stride cell)."""
     min_near: float = 0.1
@@ -98,6 +104,8 @@ class ModelConfig:
     def __post_init__(self):
         if self.embed_dim % self.num_heads:
             raise ValueError(f"ModelConfig: embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
+        if self.importance_samples < 0:
+            raise ValueError(f"ModelConfig: importance_samples must be >= 0, got {self.importance_samples}")
         for name in ("tpv_h", "tpv_w", "tpv_z", "num_layers", "num_points", "cross_view_points", "num_samples", "ray_stride"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig: {name} must be >= 1, got {getattr(self, name)}")

@@ -25,8 +25,8 @@ from selfocc_core.model.field import FieldDecoder, SceneField
 from selfocc_core.model.fpn import FPN
 from selfocc_core.model.resnet import ResNet
 from selfocc_core.model.tpv_lifter import Planes, TPVLifter
-from selfocc_core.rendering.neus import SingleVarianceNetwork, neus_render
-from selfocc_core.rendering.ray_sampler import sample_along_rays
+from selfocc_core.rendering.neus import SingleVarianceNetwork, neus_alpha, neus_render, weights_from_alpha
+from selfocc_core.rendering.ray_sampler import bin_edges, merge_samples, sample_along_rays, sample_pdf
 from selfocc_core.rendering.types import RayBundle, RenderOutputs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -115,18 +115,33 @@ class SelfOccModel(nn.Module):
             return _cat_outputs(parts)
         S = num_samples or self.cfg.num_samples
         strat = self.training if stratified is None else stratified
+        anneal = self.cos_anneal_ratio if cos_anneal_ratio is None else cos_anneal_ratio
         t, deltas = sample_along_rays(rays.near, rays.far, S, strat, self.cfg.sample_spacing, generator)
+        if self.cfg.importance_samples > 0:
+            t, deltas = self._importance_samples(field, rays, t, deltas, S, strat, anneal, generator)
         points = rays.origins[..., None, :] + rays.directions[..., None, :] * t[..., None]
         values, grads = field.query(points, with_gradient=True)
         out = neus_render(t, deltas, values.sdf, grads, rays.directions, self.inv_s(), rays.z_per_unit,
-                          values.rgb, values.semantics,
-                          self.cos_anneal_ratio if cos_anneal_ratio is None else cos_anneal_ratio,
-                          far=rays.far, ray_mask=rays.valid)
+                          values.rgb, values.semantics, anneal, far=rays.far, ray_mask=rays.valid)
         if return_samples:
             out.points = points
         else:
             out.gradients = out.deltas = None
         return out
+
+
+    @torch.no_grad()
+    def _importance_samples(self, field: SceneField, rays: RayBundle, t: Tensor, deltas: Tensor, S: int,
+                            stratified: bool, anneal: float, generator) -> tuple[Tensor, Tensor]:
+        """The coarse samples ``t`` plus ``cfg.importance_samples`` drawn from their NeuS weights
+        (no gradient through the placement), merged and sorted, with their bin widths."""
+        points = rays.origins[..., None, :] + rays.directions[..., None, :] * t[..., None]
+        values, grads = field.query(points, with_gradient=True)
+        alpha = neus_alpha(values.sdf, grads, rays.directions, deltas, self.inv_s(), anneal)
+        weights = weights_from_alpha(alpha * rays.valid[..., None].to(alpha.dtype))
+        edges = bin_edges(rays.near, rays.far, S, self.cfg.sample_spacing)
+        fine = sample_pdf(edges, weights, self.cfg.importance_samples, stratified, generator)
+        return merge_samples(t, fine.to(t.dtype), rays.near, rays.far)
 
 
 def _slice_rays(rays: RayBundle, start: int, stop: int) -> RayBundle:

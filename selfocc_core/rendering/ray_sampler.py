@@ -124,31 +124,39 @@ def generate_rays(K: Tensor, T_ego_cam: Tensor, image_size: tuple[int, int], str
                      valid=valid, grid_shape=(h, w))
 
 
+def bin_edges(near: Tensor, far: Tensor, num_bins: int,
+              spacing: Literal["uniform", "disparity", "log"] = "uniform") -> Tensor:
+    """``num_bins + 1`` bin edges ``[..., S + 1]`` from ``near`` to ``far [...]``, uniform in
+    distance, in disparity (1/t) or in log distance (every bin spans the same ratio
+    (far/near)^(1/S), i.e. the same relative depth step at every range)."""
+    if near.shape != far.shape:
+        raise ValueError(f"bin_edges: near {tuple(near.shape)} and far {tuple(far.shape)} differ")
+    u = torch.linspace(0.0, 1.0, num_bins + 1, device=near.device, dtype=near.dtype)
+    n, f = near[..., None], far[..., None]
+    if spacing == "uniform":
+        return n + (f - n) * u
+    if spacing == "disparity":
+        return 1.0 / (1.0 / n + (1.0 / f - 1.0 / n) * u)
+    if spacing == "log":
+        if bool((n <= 0).any()):
+            raise ValueError("sample_along_rays: 'log' spacing needs near > 0 (model.min_near is positive)")
+        return n * (f / n) ** u
+    raise ValueError(f"sample_along_rays: spacing must be 'uniform', 'disparity' or 'log', got {spacing!r}")
+
+
 def sample_along_rays(near: Tensor, far: Tensor, num_samples: int, stratified: bool,
                       spacing: Literal["uniform", "disparity", "log"] = "uniform",
                       generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
     """Stratified samples in ``num_samples`` bins between ``near`` and ``far [...]``.
 
-    Bin edges are uniform in distance, in disparity (1/t) or in log distance ('log': every bin
-    spans the same ratio (far/near)^(1/S), i.e. the same relative depth step at every range;
-    uniform bins are coarse near the camera, disparity bins far from it). Each sample sits at its bin's
-    midpoint, or uniformly inside it when ``stratified``. Returns ``t [..., S]`` and the bin
-    widths ``deltas [..., S]`` (the ray length each sample stands for).
+    Bin edges as `bin_edges` (uniform bins are coarse near the camera, disparity bins far from
+    it, log bins the same relative step everywhere). Each sample sits at its bin's midpoint, or
+    uniformly inside it when ``stratified``. Returns ``t [..., S]`` and the bin widths
+    ``deltas [..., S]`` (the ray length each sample stands for).
     """
     if near.shape != far.shape:
         raise ValueError(f"sample_along_rays: near {tuple(near.shape)} and far {tuple(far.shape)} differ")
-    u = torch.linspace(0.0, 1.0, num_samples + 1, device=near.device, dtype=near.dtype)
-    n, f = near[..., None], far[..., None]
-    if spacing == "uniform":
-        edges = n + (f - n) * u
-    elif spacing == "disparity":
-        edges = 1.0 / (1.0 / n + (1.0 / f - 1.0 / n) * u)
-    elif spacing == "log":
-        if bool((n <= 0).any()):
-            raise ValueError("sample_along_rays: 'log' spacing needs near > 0 (model.min_near is positive)")
-        edges = n * (f / n) ** u
-    else:
-        raise ValueError(f"sample_along_rays: spacing must be 'uniform', 'disparity' or 'log', got {spacing!r}")
+    edges = bin_edges(near, far, num_samples, spacing)
     lo, hi = edges[..., :-1], edges[..., 1:]
     if stratified:
         r = torch.rand(lo.shape, generator=generator, device=lo.device if generator is None else generator.device)
@@ -156,3 +164,41 @@ def sample_along_rays(near: Tensor, far: Tensor, num_samples: int, stratified: b
     else:
         t = 0.5 * (lo + hi)
     return t, hi - lo
+
+
+def sample_pdf(edges: Tensor, weights: Tensor, num_samples: int, stratified: bool,
+               generator: Optional[torch.Generator] = None) -> Tensor:
+    """``num_samples`` distances ``[..., F]`` drawn from the piecewise-constant density that puts
+    mass ``weights [..., S]`` uniformly in the bins ``edges [..., S + 1]`` (inverse transform
+    sampling, as NeRF's hierarchical stage). The CDF is inverted at ``(i + 0.5) / F`` or, with
+    ``stratified``, at a uniform point of ``[i / F, (i + 1) / F)``; rays with no weight sample
+    their bins uniformly. Sorted along the last dim."""
+    if edges.shape[:-1] != weights.shape[:-1] or edges.shape[-1] != weights.shape[-1] + 1:
+        raise ValueError(f"sample_pdf: edges {tuple(edges.shape)} do not bound weights {tuple(weights.shape)}")
+    w = weights.detach().float().clamp(min=0.0) + 1e-5  # a floor: empty rays get a uniform density
+    cdf = torch.cumsum(w / w.sum(-1, keepdim=True), -1)
+    cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf.clamp(max=1.0)], -1)  # [..., S + 1]
+    shape = (*weights.shape[:-1], num_samples)
+    if stratified:
+        r = torch.rand(shape, generator=generator, device=w.device if generator is None else generator.device)
+        u = (torch.arange(num_samples, device=w.device, dtype=w.dtype) + r.to(w.device, w.dtype)) / num_samples
+    else:
+        u = ((torch.arange(num_samples, device=w.device, dtype=w.dtype) + 0.5) / num_samples).expand(shape)
+    u = u.contiguous()
+    hi_idx = torch.searchsorted(cdf.contiguous(), u, right=True).clamp(1, weights.shape[-1])
+    lo_idx = hi_idx - 1
+    c_lo, c_hi = cdf.gather(-1, lo_idx), cdf.gather(-1, hi_idx)
+    e = edges.detach().float()
+    e_lo, e_hi = e.gather(-1, lo_idx), e.gather(-1, hi_idx)
+    frac = ((u - c_lo) / (c_hi - c_lo).clamp(min=1e-8)).clamp(0.0, 1.0)
+    return (e_lo + frac * (e_hi - e_lo)).to(edges.dtype)
+
+
+def merge_samples(t_a: Tensor, t_b: Tensor, near: Tensor, far: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorted union ``t [..., Sa + Sb]`` of two sample sets on the same rays and the ray length
+    each sample stands for (``deltas``: from the midpoint to its predecessor to the midpoint to its
+    successor; the first bin starts at ``near``, the last ends at ``far``)."""
+    t, _ = torch.sort(torch.cat([t_a, t_b], -1), -1)
+    mid = 0.5 * (t[..., 1:] + t[..., :-1])
+    edges = torch.cat([torch.minimum(near[..., None], t[..., :1]), mid, torch.maximum(far[..., None], t[..., -1:])], -1)
+    return t, edges[..., 1:] - edges[..., :-1]
