@@ -51,6 +51,7 @@ class DirectField(nn.Module):
     `Objective` and `evaluate` (``forward(frame)`` ignores the frame: one scene)."""
 
     render = SelfOccModel.render
+    _importance_samples = SelfOccModel._importance_samples  # model.importance_samples > 0
     grid = SelfOccModel.grid
     inv_s = SelfOccModel.inv_s
 
