@@ -91,11 +91,6 @@ def with_gt_depth(dataset, idx: int):
     return dataclasses.replace(sample, gt=GroundTruth(depth=depth))
 
 
-def _eval_spec(args) -> tuple[str, str]:
-    """(spec, split) of the evaluation data, as the trainer's --eval-data ('same' = per sequence)."""
-    return eval_spec_and_split(args.eval_data, args.data)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="tiny_synth")
@@ -118,7 +113,7 @@ def main(argv=None) -> int:
     synthetic = str(args.data).startswith("synthetic")
     # synthetic training streets: GT depth straight from the renderer (no occupancy / visibility GT)
     train_set = open_data(args.data, dataclasses.replace(cfg.data, load_gt=not synthetic), "train")
-    eval_spec, eval_split = _eval_spec(args)
+    eval_spec, eval_split = eval_spec_and_split(args.eval_data, args.data)  # as the trainer's --eval-data
     eval_set = open_data(eval_spec, data_cfg, eval_split)
     model = SelfOccModel(cfg.model)
     optimizer = build_optimizer(model, cfg.optim)

@@ -171,11 +171,6 @@ def _print(step, metrics):
     print(json.dumps({"step": step, **{k: round(v, 4) for k, v in metrics.items()}}), flush=True)
 
 
-def _eval_spec(args) -> tuple[str, str]:
-    """(spec, split) of the evaluation data, as the trainer's --eval-data ('same' = per sequence)."""
-    return eval_spec_and_split(args.eval_data, args.data)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("mode", choices=("representation", "supervised"))
@@ -195,7 +190,7 @@ def main(argv=None) -> int:
     cfg = load_experiment_config(args.config, args.set)
     torch.manual_seed(cfg.train.seed)
     device = torch.device("cpu")
-    eval_spec, eval_split = _eval_spec(args)
+    eval_spec, eval_split = eval_spec_and_split(args.eval_data, args.data)  # as the trainer's --eval-data
     eval_set = open_data(eval_spec, dataclasses.replace(cfg.data, load_gt=True), eval_split)
     try:
         if args.mode == "representation":

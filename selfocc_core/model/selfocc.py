@@ -129,7 +129,6 @@ class SelfOccModel(nn.Module):
             out.gradients = out.deltas = None
         return out
 
-
     @torch.no_grad()
     def _importance_samples(self, field: SceneField, rays: RayBundle, t: Tensor, deltas: Tensor, S: int,
                             stratified: bool, anneal: float, generator) -> tuple[Tensor, Tensor]:
