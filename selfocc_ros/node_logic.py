@@ -142,7 +142,7 @@ def downscale_uint8(img: np.ndarray, bgr: bool, size: Optional[tuple[int, int]] 
         img = np.ascontiguousarray(img[(k - 1) // 2::k])
     elif not img.flags.writeable or min(img.strides) < 0:  # bytes-backed (tests) or flipped: torch needs a copy
         img = img.copy()
-    x = torch.from_numpy(img).permute(2, 0, 1).unsqueeze(0)  # [1, 3, H, W] channels-last view, no copy
+    x = torch.from_numpy(img[None]).permute(0, 3, 1, 2)  # [1, 3, H, W] channels-last view, no copy
     if (h, w) != (H, W):
         if k > 1:
             # the aten op takes the scales the filter uses (output / input), here not the ratio of sizes
@@ -216,6 +216,7 @@ class PreparedImage:
     resize_s: float = 0.0
     error: Optional[InputError] = None
     received_ns: Optional[int] = None  # node clock when the callback got the message (latency breakdown)
+    cpu_s: float = 0.0  # this thread's CPU time for decode + resize (wall minus preemption by other threads / processes)
 
 
 def prepare_image(msg, camera: str, size: Optional[tuple[int, int]] = None,
@@ -223,14 +224,15 @@ def prepare_image(msg, camera: str, size: Optional[tuple[int, int]] = None,
     """Image / CompressedImage -> PreparedImage (decode_image_view + downscale_uint8 with ``row_step``); a bad image
     becomes a PreparedImage carrying its InputError (raised when its set is assembled, so the set
     is reported like any other bad input)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     try:
         rgb, bgr = decode_image_view(msg, camera)
     except InputError as e:
         return PreparedImage(msg.header, None, (0, 0), time.perf_counter() - t0, 0.0, e)
     t1 = time.perf_counter()
     image = downscale_uint8(rgb, bgr, size, device, row_step)
-    return PreparedImage(msg.header, image, tuple(rgb.shape[:2]), t1 - t0, time.perf_counter() - t1)
+    return PreparedImage(msg.header, image, tuple(rgb.shape[:2]), t1 - t0, time.perf_counter() - t1,
+                         cpu_s=time.thread_time() - c0)
 
 
 TfLookup = Callable[[str, str, int], np.ndarray]
@@ -247,6 +249,7 @@ class AssembledFrame:
     resize_s: float = 0.0  # uint8 -> network input (resize, normalise, to device)
     input_size: tuple[int, int] = (0, 0)  # (H, W) of the received images
     prepared_s: float = 0.0  # of decode_s + resize_s, what the subscription callbacks spent (PreparedImage)
+    prepared_cpu_s: float = 0.0  # the callbacks' CPU time for it (PreparedImage.cpu_s)
 
 
 def assemble_frame(
@@ -276,7 +279,9 @@ def assemble_frame(
     # messages are prepared here; PreparedImages were prepared by the subscription callbacks
     items = [m if isinstance(m, PreparedImage) else prepare_image(m, cam.name, network_size, device, row_step)
              for m, cam in zip(images, cameras)]
-    prepared_s = sum(it.decode_s + it.resize_s for it, m in zip(items, images) if isinstance(m, PreparedImage))
+    prepared = [it for it, m in zip(items, images) if isinstance(m, PreparedImage)]
+    prepared_s = sum(it.decode_s + it.resize_s for it in prepared)
+    prepared_cpu_s = sum(it.cpu_s for it in prepared)
     Ks = []
     for it, info, cam in zip(items, infos, cameras):
         if info is None:
@@ -325,11 +330,15 @@ def assemble_frame(
     K = np.stack(Ks).astype(np.float64)
     if (h, w) != (H, W):  # in numpy: no torch op (and its thread pool) in the worker's assembly
         K = scale_intrinsics(K, w / W, h / H)
+    # float32 in numpy, then one from_numpy each (and a copy to the model's device): each torch call
+    # hands the GIL over, which on the busy 2-core machine can cost far more than the op itself
+    as_tensor = (lambda a: torch.from_numpy(a.astype(np.float32))) if dev.type == "cpu" else \
+        (lambda a: torch.from_numpy(a.astype(np.float32)).to(dev))
     frame = Frame(
         images=images_t,
-        K=torch.from_numpy(K).float().to(dev),
-        T_ego_cam=torch.from_numpy(T_ego_cam).float().to(dev),
-        T_world_ego=torch.from_numpy(T_world_ego).float().to(dev),
+        K=as_tensor(K),
+        T_ego_cam=as_tensor(T_ego_cam),
+        T_world_ego=as_tensor(T_world_ego),
         timestamp=stamp0 / 1e9,
         camera_names=[c.name for c in cameras],
     )
@@ -337,7 +346,8 @@ def assemble_frame(
     decode_s = sum(it.decode_s for it in items)
     resize_s = sum(it.resize_s for it in items) + (t3 - t2)
     # decode_s / resize_s: all of it, wherever it ran; prepared_s: the part the callbacks did
-    return AssembledFrame(frame, stamp0, [it.header for it in items], decode_s, t2 - t1, resize_s, (H, W), prepared_s)
+    return AssembledFrame(frame, stamp0, [it.header for it in items], decode_s, t2 - t1, resize_s, (H, W), prepared_s,
+                          prepared_cpu_s)
 
 
 # ----------------------------------------------------------------------------- worker

@@ -426,7 +426,7 @@ class OccupancyNode(Node):
 
     def _process(self, item) -> None:
         msgs, t_synced = item
-        t_start = time.perf_counter()
+        t_start, c_start = time.perf_counter(), time.thread_time()
         wait_s = max(0.0, time.monotonic() - t_synced)
         want_depth = any(self._wants(p, "publish.depth") for p in self.pub_depth.values())
         if not (want_depth or self._wants(self.pub_cloud, "publish.pointcloud") or self._wants(
@@ -453,7 +453,7 @@ class OccupancyNode(Node):
             self._warn((e.kind, e.camera), f"dropping camera set: {e}")
             return
         self._check_rig(msgs, assembled.stamp_ns)
-        t_model = time.perf_counter()
+        t_model, c_model = time.perf_counter(), time.thread_time()
         if want_depth:
             pred = self.predictor.predict(assembled.frame, with_depth=True,
                                           depth_size=self._depth_size(assembled.frame.image_size))
@@ -465,8 +465,9 @@ class OccupancyNode(Node):
         # prepare_s: decode + downscale in the subscription callbacks (overhead, off this thread)
         received = [getattr(m, "received_ns", None) for m in msgs]
         timing = {"wait_s": wait_s, "decode_s": assembled.decode_s, "tf_s": assembled.tf_s,
-                  "resize_s": assembled.resize_s, "prepare_s": assembled.prepared_s,
-                  "assemble_s": t_model - t_start, "model_s": model_s, "t_done": time.perf_counter(),
+                  "resize_s": assembled.resize_s, "prepare_s": assembled.prepared_s, "prepare_cpu_s": assembled.prepared_cpu_s,
+                  "assemble_s": t_model - t_start, "assemble_cpu_s": c_model - c_start, "model_s": model_s,
+                  "t_done": time.perf_counter(),
                   "arrival_lag_s": (max(received) - assembled.stamp_ns) / 1e9 if None not in received else None}
         # messages are built and sent on their own thread: the next set's inference starts now
         if self._publisher.submit((pred, assembled, timing)):
