@@ -139,9 +139,9 @@ def bin_edges(near: Tensor, far: Tensor, num_bins: int,
         return 1.0 / (1.0 / n + (1.0 / f - 1.0 / n) * u)
     if spacing == "log":
         if bool((n <= 0).any()):
-            raise ValueError("sample_along_rays: 'log' spacing needs near > 0 (model.min_near is positive)")
+            raise ValueError("bin_edges: 'log' spacing needs near > 0 (model.min_near is positive)")
         return n * (f / n) ** u
-    raise ValueError(f"sample_along_rays: spacing must be 'uniform', 'disparity' or 'log', got {spacing!r}")
+    raise ValueError(f"bin_edges: spacing must be 'uniform', 'disparity' or 'log', got {spacing!r}")
 
 
 def sample_along_rays(near: Tensor, far: Tensor, num_samples: int, stratified: bool,
