@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from selfocc_core.data.config import DataConfig
 from selfocc_core.data.ddad import DDADDataset
@@ -202,3 +203,17 @@ def test_spec_options_and_synthetic():
     assert open_dataset("synthetic:seed=3,frames=6", cfg, "val").cfg.seed == 1003  # held-out drive
     with pytest.raises(ValueError, match="unknown key"):
         open_dataset("synthetic:sed=3", cfg)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("field", ["K", "T_ego_cam", "T_world_ego"])
+def test_frame_refuses_non_finite_geometry_naming_the_field(field, dtype):
+    from selfocc_core.data.sample import Frame
+
+    geometry = {"K": torch.eye(3).repeat(2, 1, 1), "T_ego_cam": torch.eye(4).repeat(2, 1, 1), "T_world_ego": torch.eye(4)}
+    geometry = {k: v.to(dtype) for k, v in geometry.items()}
+    Frame(images=torch.rand(2, 3, 8, 8), timestamp=0.0, camera_names=["a", "b"], **geometry)  # finite: accepted
+    geometry[field] = geometry[field].clone()
+    geometry[field].view(-1)[3] = float("nan") if dtype != torch.float64 else float("inf")
+    with pytest.raises(ValueError, match=f"Frame.{field} contains NaN or Inf"):
+        Frame(images=torch.rand(2, 3, 8, 8), timestamp=0.0, camera_names=["a", "b"], **geometry)

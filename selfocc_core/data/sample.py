@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -72,10 +73,15 @@ class Frame:
             raise ValueError(f"Frame.T_world_ego must be {(*lead[:-1], 4, 4)}, got {tuple(self.T_world_ego.shape)}")
         if len(self.camera_names) != lead[-1]:
             raise ValueError(f"Frame.camera_names has {len(self.camera_names)} names for {lead[-1]} cameras")
-        # one host sync for the three (a device -> host read each would stall a GPU three times)
-        finite = torch.stack([torch.isfinite(getattr(self, n)).all() for n in ("K", "T_ego_cam", "T_world_ego")])
-        if not bool(finite.all()):
-            bad = [n for n, ok in zip(("K", "T_ego_cam", "T_world_ego"), finite.tolist()) if not ok]
+        names = ("K", "T_ego_cam", "T_world_ego")
+        tensors = [getattr(self, n) for n in names]
+        if all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors):
+            # in numpy: a few 4x4 matrices, and no torch call to hand the GIL over (the node's worker)
+            finite = [bool(np.isfinite(t.detach().numpy()).all()) for t in tensors]
+        else:  # one host sync for the three (a device -> host read each would stall a GPU three times)
+            finite = torch.stack([torch.isfinite(t).all() for t in tensors]).tolist()
+        if not all(finite):
+            bad = [n for n, ok in zip(names, finite) if not ok]
             raise ValueError(f"Frame.{bad[0]} contains NaN or Inf")
         if self.seg_labels is not None and tuple(self.seg_labels.shape) != (*lead, *imgs.shape[-2:]):
             raise ValueError(f"Frame.seg_labels must be {(*lead, *imgs.shape[-2:])}, got {tuple(self.seg_labels.shape)}")
