@@ -110,15 +110,21 @@ class SceneField:
         """``[B, X, Y, Z]`` bool, SDF <= threshold."""
         return self._sdf[:, 0] <= threshold
 
+    def _stale(self, cached: Optional[Tensor]) -> bool:
+        """True when a cached derived volume must be (re)built: none yet, or built under
+        ``torch.no_grad`` (e.g. the importance pass) while gradients are wanted now -- reusing it
+        would silently cut the Eikonal, Hessian and NeuS terms off the network."""
+        return cached is None or (torch.is_grad_enabled() and self._sdf.requires_grad and not cached.requires_grad)
+
     def gradient_volume(self) -> Tensor:
         """``[B, 3, X, Y, Z]`` central-difference SDF gradient (cached)."""
-        if self._grad is None:
+        if self._stale(self._grad):
             self._grad = central_differences(self._sdf, self.grid.voxel_size)
         return self._grad
 
     def hessian_volume(self) -> Tensor:
         """``[B, 9, X, Y, Z]`` row-major Hessian of the SDF (cached)."""
-        if self._hess is None:
+        if self._stale(self._hess):
             self._hess = central_differences(self.gradient_volume(), self.grid.voxel_size)
         return self._hess
 
